@@ -229,3 +229,38 @@ def test_bundled_training_configs_load():
     for path in sorted(folder.glob("*.yaml")):
         cfg = TrainConfig.load(path)
         assert cfg.data and cfg.steps > 0, path
+
+
+def test_records_with_boxes_or_directions_keep_their_geometry(records, tokenizer):
+    from skyeye.train.config import AugmentConfig
+    from skyeye.train.samples import SampleMaker
+
+    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
+    plain = SampleMaker(cfg, tokenizer, AugmentConfig(), max_length=200, seed=0)
+    turned = SampleMaker(cfg, tokenizer, AugmentConfig(flip=True, rotate=True, crop_scale=0.5), max_length=200, seed=0)
+
+    def record(answer: str) -> Record:
+        return Record("x/train/vqa/0", "x", "train", "vqa", ["imgs/0.png"], [48, 40],
+                      [{"user": "[vqa] Where is the river?", "assistant": answer}])  # fmt: skip
+
+    for bound in ("{<10><20><60><90>}", "on the left side"):
+        assert torch.equal(turned(record(bound), records, 0, 0).pixels, plain(record(bound), records, 0, 0).pixels)
+    free = [turned(record("near the houses"), records, epoch, 0).pixels for epoch in range(4)]
+    assert not all(torch.equal(view, plain(record("near the houses"), records, 0, 0).pixels) for view in free)
+
+
+def test_lr_scale_gives_a_part_its_own_learning_rate(model_yaml, records, tmp_path):
+    with pytest.raises(ConfigError, match="optim.lr_scale.tower: not a model part"):
+        _config(records, model_yaml, tmp_path, optim={"lr_scale": {"tower": 0.1}})
+    with pytest.raises(ConfigError, match="optim.lr_scale.vision must be a number > 0"):
+        _config(records, model_yaml, tmp_path, optim={"lr_scale": {"vision": 0}})
+    cfg = _config(records, model_yaml, tmp_path / "run", trainable=["vision", "alignment"],
+                  optim={"lr": 1e-3, "warmup_steps": 0, "lr_scale": {"vision": 0.1}})  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    by_lr = {}
+    for group in trainer.optimizer.param_groups:
+        by_lr.setdefault(round(group["lr"], 12), set()).update(id(p) for p in group["params"])
+    vision = {id(p) for p in trainer.model.visual_encoder.parameters()} | {
+        id(p) for p in trainer.model.ln_vision.parameters()}  # fmt: skip
+    assert by_lr[1e-4] == vision
+    assert by_lr[1e-3] == {id(p) for p in trainer.model.llama_proj.parameters()}

@@ -81,6 +81,13 @@ class SkyEye(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad = parameter_part(name) in parts
 
+    def train(self, mode: bool = True) -> SkyEye:
+        """A frozen vision tower stays in eval mode, so its batch norms keep the statistics they learned."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.visual_encoder.parameters()):
+            self.visual_encoder.eval()
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.llama_model.get_input_embeddings().weight.device

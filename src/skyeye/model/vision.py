@@ -9,9 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from skyeye.model.config import VisionConfig
+from skyeye.model.conv_tower import ConvTower
 from skyeye.model.eva_vit import EvaViT
 
-VISION_TOWERS: dict[str, type[nn.Module]] = {"eva_vit": EvaViT}
+VISION_TOWERS: dict[str, type[nn.Module]] = {"eva_vit": EvaViT, "conv": ConvTower}
 
 
 def build_vision_tower(cfg: VisionConfig) -> nn.Module:

@@ -7,6 +7,7 @@
         root: ../shared/data     # the data root its image paths are relative to (default: its stats.json)
         splits: [train]
         tasks: [caption, vqa]    # default: every task in the folder
+        sources: [ucm-captions]  # default: every source in the folder
         weight: 1.0              # times each record is seen per epoch (0.5: a seeded half of them)
     steps: 2000
     batch_size: 8
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyeye.model.config import TRAINABLE_PARTS
 from skyeye.settings import ConfigError, apply_overrides, build, read_yaml_mapping, to_plain
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -34,6 +36,7 @@ class DataSpec:
     root: str | None = None
     splits: list[str] = field(default_factory=lambda: ["train"])
     tasks: list[str] | None = None
+    sources: list[str] | None = None  # default: every source in the folder
     weight: float = 1.0
 
 
@@ -45,14 +48,38 @@ class OptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     clip: float = 1.0
+    # Learning-rate multipliers by part (vision, alignment, llm, lora), e.g. {vision: 0.1} to fine-tune a
+    # pretrained tower gently while a fresh decoder learns at full rate.
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class AugmentConfig:
-    """Random crops and flips of training images; off by default, and incompatible with the visual cache."""
+    """Random crops, flips and quarter turns of training images; off by default, and incompatible with the
+    visual cache. Records whose text carries boxes or directions ("on the left") are left unaugmented."""
 
     flip: bool = False
+    rotate: bool = False  # a random multiple of 90 degrees: top-down imagery has no "up"
     crop_scale: float = 1.0  # smallest crop side as a fraction of the image side
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.rotate or self.crop_scale < 1
+
+
+@dataclass
+class TowerConfig:
+    """Optional first phase for a tower trained from scratch: it learns alone, as a classifier whose labels
+    are the selected records' answers (e.g. RSIVQA's scene question), before instruction tuning starts."""
+
+    data: list[DataSpec]
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=True, rotate=True, crop_scale=0.5))
+    eval_every: int = 5  # epochs between accuracy reports on the data's `val` split, when it has one
 
 
 @dataclass
@@ -75,6 +102,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     tensorboard: bool = False  # also log to out/tensorboard (needs the tensorboard package)
+    tower: TowerConfig | None = None  # pretrain a from-scratch vision tower first (see skyeye/train/tower.py)
 
     def validate(self, origin: str) -> TrainConfig:
         problems = []
@@ -90,10 +118,21 @@ class TrainConfig:
             problems.append(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if not 0 < self.augment.crop_scale <= 1:
             problems.append("augment.crop_scale must be in (0, 1]")
-        if self.cache_visual and (self.augment.flip or self.augment.crop_scale < 1):
+        if self.cache_visual and self.augment.active:
             problems.append("cache_visual caches one view per image: it cannot be combined with augment")
         if self.cache_visual and self.trainable and "vision" in self.trainable:
             problems.append("cache_visual needs a frozen vision tower, but trainable includes vision")
+        for part, scale in self.optim.lr_scale.items():
+            if part not in TRAINABLE_PARTS:
+                problems.append(f"optim.lr_scale.{part}: not a model part; parts: {', '.join(TRAINABLE_PARTS)}")
+            elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+                problems.append(f"optim.lr_scale.{part} must be a number > 0, got {scale!r}")
+        if self.tower is not None:
+            if not self.tower.data:
+                problems.append("tower.data lists no record folders")
+            for name in ("epochs", "batch_size", "eval_every"):
+                if getattr(self.tower, name) < 1:
+                    problems.append(f"tower.{name} must be >= 1")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

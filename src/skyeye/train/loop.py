@@ -19,23 +19,28 @@ import yaml
 
 from skyeye.model.checkpoint import save_checkpoint
 from skyeye.model.inputs import IGNORE_INDEX
+from skyeye.model.skyeye import parameter_part
 from skyeye.train import state
 from skyeye.train.config import TrainConfig
 from skyeye.train.order import BatchOrder
 from skyeye.train.records import RecordIndex
 from skyeye.train.samples import SampleMaker, collate_samples
+from skyeye.train.tower import load_pretrained_tower, pretrain_tower
 from skyeye.train.visual_cache import VisualCache
 
 NO_DECAY = ("bias", "norm", "ln_", "lora_")
 
 
-def parameter_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norms and LoRA factors (MiniGPT-v2's rule for biases/norms)."""
-    decay, plain = [], []
+def parameter_groups(model, weight_decay: float, lr: float, lr_scale: dict[str, float]) -> list[dict]:
+    """AdamW groups by part and decay: no weight decay on biases, norms and LoRA factors (MiniGPT-v2's rule
+    for biases/norms), and each part's learning rate scaled by `lr_scale` (default 1)."""
+    groups: dict[tuple[str, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (plain if param.ndim < 2 or any(k in name for k in NO_DECAY) else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            decays = param.ndim >= 2 and not any(k in name for k in NO_DECAY)
+            groups.setdefault((parameter_part(name), decays), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": lr * lr_scale.get(part, 1.0)}
+            for (part, decays), params in groups.items()]  # fmt: skip
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,8 +63,9 @@ class Trainer:
         self.out = Path(cfg.out)
         set_seed(cfg.seed)
         model = load_model(cfg.model, seed=cfg.seed)
-        if cfg.trainable is not None:
-            model.set_trainable(cfg.trainable)
+        if cfg.tower is not None:
+            self._pretrain_tower(model)
+        model.set_trainable(cfg.trainable or model.cfg.trainable)
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"{cfg.model}: nothing to train (trainable parts: {cfg.trainable or model.cfg.trainable})")
         model.train()
@@ -72,8 +78,8 @@ class Trainer:
         self.maker = SampleMaker(model.cfg, model.tokenizer, cfg.augment, max_length, cfg.seed,
                                  load_pixels=not cfg.cache_visual)  # fmt: skip
         self.cache = None
-        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                      betas=tuple(cfg.optim.betas))  # fmt: skip
+        groups = parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_scale)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             optimizer, cfg.optim.warmup_steps, cfg.steps, min_lr=cfg.optim.min_lr
         )
@@ -84,6 +90,20 @@ class Trainer:
         if self.sharded:
             self.accelerator.register_for_checkpointing(self.scheduler)
         self.progress = state.Progress()
+
+    def base_lr(self) -> float:
+        """optim.lr as scheduled now (parts with an lr_scale run at a multiple of it)."""
+        group = self.optimizer.param_groups[0]
+        return self.cfg.optim.lr * group["lr"] / group["initial_lr"]
+
+    def _pretrain_tower(self, model) -> None:
+        """Runs the tower phase once (on the main process) and gives every process its result."""
+        folder = self.out / "tower"
+        if self.accelerator.is_main_process and not load_pretrained_tower(model, folder):
+            model.visual_encoder.requires_grad_(True)
+            pretrain_tower(model, self.cfg.tower, folder, self.cfg.seed, self.show_progress)
+        self.accelerator.wait_for_everyone()
+        load_pretrained_tower(model, folder)
 
     def resume(self) -> bool:
         checkpoint = state.latest(self.out)
@@ -124,7 +144,7 @@ class Trainer:
             window["tokens"] += tokens
             if self.progress.step % cfg.log_every == 0 or self.progress.step == cfg.steps:
                 elapsed = time.perf_counter() - window["time"]
-                metrics = {"step": self.progress.step, "loss": round(loss, 5), "lr": self.scheduler.get_last_lr()[0],
+                metrics = {"step": self.progress.step, "loss": round(loss, 5), "lr": self.base_lr(),
                            "samples_per_s": round(window["samples"] / elapsed, 2),
                            "tokens_per_s": round(window["tokens"] / elapsed, 1), "epoch": self.progress.epoch,
                            "elapsed_s": round(time.perf_counter() - started, 2)}  # fmt: skip

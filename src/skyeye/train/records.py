@@ -42,8 +42,8 @@ class RecordIndex:
             for file in shard_files(base / spec.records):
                 file_id = len(self.files)
                 self.files.append(file)
-                for offset, data in _scan(file):
-                    if data["split"] not in spec.splits or (spec.tasks and data["task"] not in spec.tasks):
+                for offset, data in scan(file):
+                    if not selects(spec, data):
                         continue
                     chars = sum(len(t["user"]) + len(t["assistant"]) for t in data["turns"])
                     offsets.append(offset)
@@ -56,6 +56,7 @@ class RecordIndex:
                 raise ConfigError(
                     f"data[{number}]: {spec.records} has no records of splits {spec.splits}"
                     + (f" and tasks {spec.tasks}" if spec.tasks else "")
+                    + (f" and sources {spec.sources}" if spec.sources else "")
                 )
             self.selections.append(Selection(spec.records, root, selected, by_task))
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -75,7 +76,15 @@ class RecordIndex:
         return Record.from_json(line, where=f"{file}@{self.offsets[index]}"), self.roots[self.spec_ids[index]]
 
 
-def _scan(file: Path):
+def selects(spec: DataSpec, data: dict) -> bool:
+    return (
+        data["split"] in spec.splits
+        and (not spec.tasks or data["task"] in spec.tasks)
+        and (not spec.sources or data["source"] in spec.sources)
+    )
+
+
+def scan(file: Path):
     with file.open("rb") as handle:
         offset = 0
         for number, line in enumerate(handle, 1):

@@ -4,6 +4,7 @@ images loaded (optionally augmented) or their cached tower features looked up, a
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from skyeye.boxes import parse_boxes
 from skyeye.data.record import Record
 from skyeye.images import load_image, to_pixel_tensor
 from skyeye.model.inputs import Encoded, TooLongError, collate, encode
@@ -32,6 +34,17 @@ def conversation_of(record: Record) -> Conversation:
     return conversation
 
 
+# Words whose meaning a flip or rotation would change; records that use them keep their geometry.
+DIRECTION_WORDS = re.compile(r"\b(left|right|top|bottom|upper|lower|north|south|east|west)", re.IGNORECASE)
+ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+
+def geometry_bound(record: Record) -> bool:
+    """True when the record's text pins the image's geometry: boxes, or words such as "left" or "top"."""
+    text = " ".join(value for turn in record.turns for value in turn.values())
+    return bool(parse_boxes(text)) or bool(DIRECTION_WORDS.search(text))
+
+
 def augment(image: Image.Image, settings: AugmentConfig, rng: random.Random) -> Image.Image:
     if settings.crop_scale < 1:
         scale = rng.uniform(settings.crop_scale, 1.0)
@@ -40,6 +53,9 @@ def augment(image: Image.Image, settings: AugmentConfig, rng: random.Random) -> 
         image = image.crop((left, top, left + width, top + height))
     if settings.flip and rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if settings.rotate:
+        rotation = rng.choice(ROTATIONS)
+        image = image if rotation is None else image.transpose(rotation)
     return image
 
 
@@ -47,7 +63,8 @@ class SampleMaker:
     """Turns one record into a Sample; too-long records are counted in `skipped`, never silently dropped.
 
     Augmentation draws from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the
-    crops and flips an uninterrupted run would have seen.
+    crops and flips an uninterrupted run would have seen. Records whose text pins the geometry (boxes, "on
+    the left") are never cropped, flipped or rotated: their answers would no longer match the image.
     """
 
     def __init__(self, model_cfg, tokenizer, augment_settings: AugmentConfig, max_length: int, seed: int,
@@ -69,12 +86,12 @@ class SampleMaker:
         pixels = None
         if self.load_pixels:
             rng = random.Random(f"{self.seed}:{epoch}:{index}")
+            settings = self.augment if self.augment.active and not geometry_bound(record) else None
             vision = self.cfg.vision
-            pixels = torch.stack([
-                to_pixel_tensor(augment(load_image(path).image, self.augment, rng), vision.image_size,
-                                vision.mean, vision.std)
-                for path in paths
-            ])  # fmt: skip
+            images = [load_image(path).image for path in paths]
+            images = [augment(image, settings, rng) for image in images] if settings else images
+            pixels = torch.stack([to_pixel_tensor(image, vision.image_size, vision.mean, vision.std)
+                                  for image in images])  # fmt: skip
         return Sample(encoded, paths, pixels)
 
 

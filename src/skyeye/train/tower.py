@@ -1,0 +1,171 @@
+"""Pretraining a from-scratch vision tower as a classifier, before instruction tuning (`tower:` in a config).
+
+SkyEyeGPT starts from EVA-CLIP, pretrained on billions of image-text pairs. A tower trained from scratch on a
+CPU has no such start, and learning scenes only through the language model's loss costs about three times
+more compute per image seen, because the decoder runs too. So the tower first learns alone: the mean of its
+tokens goes to a linear head trained with cross-entropy against each record's answer (e.g. RSIVQA's "what is
+the theme of this picture?" → "farmland"). The head is thrown away afterwards; the tower keeps what it
+learned, and its tokens keep their spatial layout for grounding.
+
+Images are decoded once and held in memory at the tower's input size (27 KB each at 96 px); crops, flips and
+quarter turns are drawn from a seeded generator, so the phase is reproducible. It is short and is not
+checkpointed: a run killed during it starts the phase again on `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skyeye.images import load_image
+from skyeye.settings import ConfigError
+from skyeye.train.config import AugmentConfig, TowerConfig
+from skyeye.train.records import RecordIndex
+
+WEIGHTS_FILE = "tower.safetensors"
+REPORT_FILE = "tower.json"
+
+
+@dataclass
+class LabelledImages:
+    pixels: torch.Tensor  # uint8 [N, 3, S, S]
+    labels: torch.Tensor  # int64 [N]
+
+
+def labelled_images(index: RecordIndex, classes: list[str], size: int, progress: bool) -> LabelledImages:
+    """One (image, answer) pair per record; the label is the record's last answer."""
+    from tqdm import tqdm
+
+    pixels, labels = [], []
+    for number in tqdm(range(len(index)), desc="loading tower images", unit=" images", disable=not progress):
+        record, root = index.record(number)
+        if len(record.images) != 1:
+            raise ConfigError(f"{record.id}: tower pretraining needs one image per record, not {len(record.images)}")
+        image = load_image(root / record.images[0]).image.resize((size, size), resample=3)  # bicubic
+        pixels.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+        answer = record.turns[-1]["assistant"].strip().lower()
+        labels.append(classes.index(answer) if answer in classes else -1)
+    return LabelledImages(torch.stack(pixels), torch.tensor(labels))
+
+
+def class_names(index: RecordIndex) -> list[str]:
+    return sorted({index.record(n)[0].turns[-1]["assistant"].strip().lower() for n in range(len(index))})
+
+
+def augmented(batch: torch.Tensor, settings: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, 3, S, S] → float [B, 3, S, S] in 0..1 with a random crop (resized back), flip and quarter turn."""
+    size = batch.shape[-1]
+    out = torch.empty(batch.shape, dtype=torch.float32)
+    for i, image in enumerate(batch.float().div(255)):
+        draws = torch.rand(4, generator=generator).tolist()
+        side = max(1, round(size * (settings.crop_scale + (1 - settings.crop_scale) * draws[0])))
+        top, left = int(draws[1] * (size - side + 1)), int(draws[2] * (size - side + 1))
+        view = image[:, top : top + side, left : left + side]
+        if side != size:
+            view = F.interpolate(view[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        if settings.flip and draws[3] < 0.5:
+            view = view.flip(-1)
+        if settings.rotate:
+            view = torch.rot90(view, int(torch.randint(4, (1,), generator=generator)), (-2, -1))
+        out[i] = view
+    return out
+
+
+class TowerClassifier(nn.Module):
+    def __init__(self, tower: nn.Module, classes: int, mean, std):
+        super().__init__()
+        self.tower = tower
+        self.head = nn.Linear(tower.width, classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, unit_pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tower((unit_pixels - self.mean) / self.std).mean(dim=1))
+
+
+def accuracy(classifier: TowerClassifier, data: LabelledImages, batch_size: int = 64) -> float:
+    classifier.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(data.labels), batch_size):
+            logits = classifier(data.pixels[start : start + batch_size].float().div(255))
+            correct += int((logits.argmax(-1) == data.labels[start : start + batch_size]).sum())
+    classifier.train()
+    return correct / len(data.labels)
+
+
+def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool = True) -> dict:
+    """Trains `model.visual_encoder` in place, writes out/tower.safetensors and out/tower.json, returns the report."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    vision = model.cfg.vision
+    train_index = RecordIndex(cfg.data, 0)
+    val_specs = [replace(spec, splits=["val"]) for spec in cfg.data]
+    try:
+        val_index = RecordIndex(val_specs, 0)
+    except ConfigError:
+        val_index = None
+    classes = class_names(train_index)
+    train = labelled_images(train_index, classes, vision.image_size, progress)
+    val = labelled_images(val_index, classes, vision.image_size, progress) if val_index else None
+    say(f"tower pretraining: {len(train.labels):,} images, {len(classes)} classes"
+        + (f", {len(val.labels):,} val images" if val else ""))  # fmt: skip
+
+    torch.manual_seed(seed)
+    classifier = TowerClassifier(model.visual_encoder, len(classes), vision.mean, vision.std).train()
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                   pct_start=0.15)  # fmt: skip
+    history = []
+    bar = tqdm(range(cfg.epochs), desc="tower pretraining", unit=" epochs", disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(len(train.labels), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            chosen = order[start : start + cfg.batch_size]
+            logits = classifier(augmented(train.pixels[chosen], cfg.augment, generator))
+            loss = F.cross_entropy(logits, train.labels[chosen], label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item()
+        entry = {"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4)}
+        if val is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            entry["val_accuracy"] = round(accuracy(classifier, val), 4)
+        history.append(entry)
+        bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
+        if not progress and "val_accuracy" in entry:
+            say(f"tower epoch {entry['epoch']}: loss {entry['loss']}, val accuracy {entry['val_accuracy']:.3f}")
+    model.visual_encoder.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, str(out / WEIGHTS_FILE))
+    report = {"classes": classes, "train_images": len(train.labels), "history": history,
+              "unlabelled_val_images": int((val.labels < 0).sum()) if val else 0}  # fmt: skip
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def load_pretrained_tower(model, out: Path) -> bool:
+    from safetensors.torch import load_file
+
+    weights = out / WEIGHTS_FILE
+    if not weights.is_file():
+        return False
+    model.visual_encoder.load_state_dict(load_file(str(weights)))
+    return True
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr)
