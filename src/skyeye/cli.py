@@ -100,7 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=run_convert)
     _add_data_commands(commands)
     _add_train_commands(commands)
+    _add_eval_commands(commands)
     return parser
+
+
+def _add_eval_commands(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="run a benchmark suite, or rescore saved predictions",
+        description="Ask the model every item of a benchmark's native split (configs/eval/suites.yaml), write "
+        "OUT/predictions.jsonl and OUT/metrics.json, and print the paper's table with SkyEyeGPT's numbers beside "
+        "ours. Interrupted runs resume from the predictions file. `skyeye eval score PREDICTIONS` rescores a "
+        "predictions file without a model; `skyeye eval list` lists the suites.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  skyeye eval ucm-captions --data-root ../shared/data --split val\n"
+        "  skyeye eval score runs/eval/ucm-captions/predictions.jsonl",
+    )
+    evaluate.add_argument("suite", help="a suite name, `score` or `list`")
+    evaluate.add_argument("predictions", nargs="?", type=Path, help="with `score`: a predictions.jsonl")
+    _add_model_options(evaluate, MODEL_HELP)
+    evaluate.add_argument("--data-root", type=Path, help="the folder holding the datasets (required to run a suite)")
+    evaluate.add_argument("--split", help="the split to read (default: the suite's test split)")
+    evaluate.add_argument("--out", type=Path, help="output folder (default runs/eval/SUITE)")
+    evaluate.add_argument("--limit", type=int, help="only the first N items")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="questions per generate call (default 16)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64)
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=run_eval)
 
 
 def _add_train_commands(commands) -> None:
@@ -125,6 +151,22 @@ def _add_train_commands(commands) -> None:
     plot.add_argument("run_dir", type=Path, help="a training run folder")
     plot.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/curves.png)")
     plot.set_defaults(run=run_plot)
+
+
+def run_eval(args) -> int:
+    from skyeye.eval import commands
+
+    if args.suite == "list":
+        return commands.list_suites()
+    if args.suite == "score":
+        if args.predictions is None:
+            raise SystemExit("skyeye eval score: give the predictions.jsonl to rescore")
+        return commands.rescore(args.predictions)
+    if args.data_root is None:
+        raise SystemExit(f"skyeye eval {args.suite}: --data-root is required (the folder holding the datasets)")
+    return commands.evaluate(args.suite, lambda: _load(args), args.data_root, split=args.split, out=args.out,
+                             limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                             progress=not args.no_progress)  # fmt: skip
 
 
 def run_train(args) -> int:

@@ -1,0 +1,51 @@
+"""What `skyeye eval` does, kept out of the argument parser."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from skyeye.eval.runner import METRICS_FILE, read_predictions, run_suite, score
+from skyeye.eval.suites import load_suites
+from skyeye.eval.table import format_table
+
+
+def _suite(name: str):
+    suites = load_suites()
+    if name not in suites:
+        raise SystemExit(f"skyeye eval: unknown suite {name!r}; suites: {', '.join(suites)}")
+    return suites[name]
+
+
+def list_suites() -> int:
+    for name, suite in load_suites().items():
+        folders = " or ".join(layout.path for layout in suite.layouts)
+        print(f"{name:22} {suite.metric:11} split {suite.split:11} data: {folders}")
+    return 0
+
+
+def evaluate(name: str, load_model: Callable, root: Path, split: str | None, out: Path | None, limit: int | None,
+             batch_size: int, max_new_tokens: int, progress: bool) -> int:  # fmt: skip
+    suite = _suite(name)
+    suite.layout_under(root)  # fail on missing data before the model loads
+    out = out or Path("runs/eval") / name
+    report = run_suite(load_model(), suite, root, out, split=split, limit=limit, batch_size=batch_size,
+                       progress=progress, max_new_tokens=max_new_tokens)  # fmt: skip
+    print(format_table(suite, report))
+    print(f"predictions: {out / 'predictions.jsonl'}; metrics: {out / METRICS_FILE}")
+    return 0
+
+
+def rescore(predictions: Path) -> int:
+    rows = read_predictions(predictions)
+    if not rows:
+        raise SystemExit(f"{predictions}: no predictions")
+    names = {row.get("suite") for row in rows}
+    if len(names) != 1:
+        raise SystemExit(f"{predictions}: rows of several suites {sorted(map(str, names))}; score one at a time")
+    suite = _suite(names.pop())
+    report = {"suite": suite.name, "split": "saved predictions", "items": len(rows), "metrics": score(suite, rows)}
+    print(format_table(suite, report))
+    print(json.dumps(report["metrics"], indent=1))
+    return 0

@@ -1,0 +1,139 @@
+"""The benchmark suites (configs/eval/suites.yaml): which native split to read and how to ask about it.
+
+A suite turns the adapter's examples into evaluation items, each with a fixed prompt (the paper's, so runs
+compare) and the reference the metric needs. Prompts are deterministic: no instruction pool is sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from skyeye.data.sources.base import ADAPTER_OPTIONS, ADAPTERS, Example, Reject, SourceContext
+from skyeye.settings import ConfigError, build, read_yaml_mapping
+
+METRICS = ("captioning", "vqa", "grounding", "scene")
+CAPTION_PROMPT = "Briefly describe this image."
+
+
+@dataclass
+class Layout:
+    adapter: str
+    path: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    name: str
+    metric: str
+    split: str
+    layouts: list[Layout]
+    dataset: str | None = None  # selects the RSVQA answer bins (rsvqa-lr counts, rsvqa-hr areas)
+    paper: dict[str, float] = field(default_factory=dict)
+
+    def layout_under(self, root: Path) -> Layout:
+        for layout in self.layouts:
+            if (root / layout.path).exists():
+                return layout
+        tried = ", ".join(str(root / layout.path) for layout in self.layouts)
+        raise FileNotFoundError(f"suite {self.name}: no data found under --data-root {root} (looked for {tried})")
+
+
+@dataclass
+class Item:
+    """One question of a suite: `reference` holds what its metric compares the answer with."""
+
+    id: str
+    images: list[str]  # relative to the data root
+    prompt: str
+    task: str | None
+    reference: dict[str, Any]
+
+
+def suites_file() -> Path:
+    return Path(str(resources.files("skyeye") / "configs" / "eval" / "suites.yaml"))
+
+
+def load_suites(path: Path | None = None) -> dict[str, Suite]:
+    path = path or suites_file()
+    data = read_yaml_mapping(path, "suites file")
+    suites = {}
+    for name, body in data.items():
+        suite = build(Suite, {"name": name, **(body or {})}, f"{path}: {name}")
+        if suite.metric not in METRICS:
+            raise ConfigError(f"{path}: {name}.metric {suite.metric!r} is not one of {list(METRICS)}")
+        for layout in suite.layouts:
+            if layout.adapter not in ADAPTERS:
+                raise ConfigError(f"{path}: {name}: unknown adapter {layout.adapter!r}")
+            unknown = set(layout.options) - ADAPTER_OPTIONS[layout.adapter]
+            if unknown:
+                raise ConfigError(f"{path}: {name}: adapter {layout.adapter} reads no option(s) {sorted(unknown)}")
+        suites[name] = suite
+    return suites
+
+
+def read_items(suite: Suite, root: Path, split: str | None = None) -> tuple[list[Item], list[Reject]]:
+    """The suite's items from the native files under `root`, and what the adapter could not read."""
+    layout = suite.layout_under(root)
+    split = split or suite.split
+    context = SourceContext(root, layout.path, suite.name, split, dict(layout.options))
+    examples, rejects = [], []
+    for entry in ADAPTERS[layout.adapter](context):
+        (rejects if isinstance(entry, Reject) else examples).append(entry)
+    return ITEM_BUILDERS[suite.metric](examples), rejects
+
+
+def _caption_items(examples: list[Example]) -> list[Item]:
+    """All captions of one image (or video) become the references of one item."""
+    by_images: dict[tuple[str, ...], Item] = {}
+    for example in examples:
+        key = tuple(example.images)
+        if key not in by_images:
+            by_images[key] = Item(example.key.split("#")[0], list(key), CAPTION_PROMPT, "caption",
+                                  {"references": []})  # fmt: skip
+        by_images[key].reference["references"].append(example.fields["caption"])
+    return list(by_images.values())
+
+
+def _vqa_items(examples: list[Example]) -> list[Item]:
+    return [
+        Item(example.key, example.images, example.fields["question"], "vqa",
+             {"answer": example.fields["answer"], "question_type": example.fields["question_type"]})
+        for example in examples
+    ]  # fmt: skip
+
+
+def _grounding_items(examples: list[Example]) -> list[Item]:
+    from skyeye.data.instructions import make_record
+
+    items = []
+    for example in examples:
+        if example.kind == "grounding":
+            expression, box = example.fields["expression"], example.fields["box"]
+            reference = {"box": box, "image_size": list(example.image_size), "expression": expression}
+            items.append(Item(example.key, example.images, expression, "grounding", reference))
+            continue
+        # Scenes with objects: ask for an object class present exactly once, as the training records do.
+        record = make_record(example, "grounding", seed=0)
+        if isinstance(record, Reject):
+            continue
+        items.append(Item(example.key, example.images, record.turns[0]["user"], None,
+                          {"box": record.meta["boxes"][0], "image_size": list(example.image_size)}))  # fmt: skip
+    return items
+
+
+def _scene_items(examples: list[Example]) -> list[Item]:
+    from skyeye.data.instructions import SCENE
+
+    return [
+        Item(example.key, example.images, SCENE.format(classes=", ".join(example.fields["classes"])), "scene",
+             {"answer": example.fields["label"]})
+        for example in examples
+    ]  # fmt: skip
+
+
+ITEM_BUILDERS = {"captioning": _caption_items, "vqa": _vqa_items, "grounding": _grounding_items,
+                 "scene": _scene_items}  # fmt: skip

@@ -1,0 +1,47 @@
+"""A suite's metrics as the paper prints them (x100), with SkyEyeGPT's published numbers beside ours."""
+
+from __future__ import annotations
+
+from skyeye.eval.suites import Suite
+
+
+def headline(metric: str, metrics: dict) -> dict[str, float]:
+    """The numbers a paper table shows, x100, in its column order."""
+    if metric == "captioning":
+        return {name: 100 * value for name, value in metrics.items()}
+    if metric == "vqa":
+        rated = sorted(kind for kind in metrics["per_type"] if kind != "count")
+        columns = {kind: 100 * metrics["per_type"][kind]["accuracy"] for kind in rated}
+        if metrics["AA"] is not None:
+            columns.update(AA=100 * metrics["AA"], OA=100 * metrics["OA"])
+        if "count" in metrics:
+            columns["count"] = 100 * metrics["count"]["accuracy"]
+        return columns
+    if metric == "grounding":
+        columns = {name: 100 * value for name, value in metrics.items() if name.startswith("Acc@")}
+        columns.update(mIoU=100 * metrics["mean_IoU"], cIoU=100 * metrics["cumulative_IoU"])
+        return columns
+    return {"accuracy": 100 * metrics["accuracy"]}
+
+
+def format_table(suite: Suite, report: dict) -> str:
+    ours = headline(suite.metric, report["metrics"])
+    columns = list(ours) + [name for name in suite.paper if name not in ours]
+    width = max(8, *(len(c) for c in columns))
+    label = 20
+    timing = f", {report['seconds']:.0f} s" if "seconds" in report else ""
+    lines = [f"{suite.name} ({report['split']}, {report['items']:,} items{timing})",
+             "model".ljust(label) + "".join(c.rjust(width + 2) for c in columns)]  # fmt: skip
+
+    def row(name: str, values: dict[str, float]) -> str:
+        cells = (f"{values[c]:.2f}" if c in values else "-" for c in columns)
+        return name.ljust(label) + "".join(cell.rjust(width + 2) for cell in cells)
+
+    lines.append(row("SkyEye (this run)", ours))
+    if suite.paper:
+        lines.append(row("SkyEyeGPT (paper)", suite.paper))
+    if suite.metric == "vqa" and "count" in ours:
+        lines.append("AA and OA leave out count questions, as the RS-MLLM papers do; count is shown apart.")
+    if suite.metric == "grounding" and report["metrics"].get("misses"):
+        lines.append(f"{report['metrics']['misses']:,} answers held no box and count as misses.")
+    return "\n".join(lines)
