@@ -104,3 +104,17 @@ def test_vqa_tables_put_published_numbers_beside_ours_and_count_apart():
     table = format_table(suite, {"split": "test", "items": 4, "metrics": metrics})
     ours, paper = table.splitlines()[2:4]
     assert "50.00" in ours and "75.00" in ours and "88.93" in paper and "count" in table.splitlines()[1]
+
+
+def test_reg_items_ask_for_a_box_and_keep_every_expression_of_it():
+    from skyeye.data.sources.base import Example
+    from skyeye.eval.suites import ITEM_BUILDERS
+
+    def expression(key: str, box: list[float], text: str) -> Example:
+        return Example("d", "test", key, "grounding", ["a.jpg"], (200, 100), {"expression": text, "box": box})
+
+    items = ITEM_BUILDERS["reg"]([expression("0", [20, 10, 60, 50], "the tank"),
+                                  expression("1", [20, 10, 60, 50], "a round tank"),
+                                  expression("2", [0, 0, 100, 100], "the field")])  # fmt: skip
+    assert [item.prompt for item in items] == ["this {<10><10><30><50>} is", "this {<0><0><50><100>} is"]
+    assert items[0].reference["references"] == ["the tank", "a round tank"] and items[0].task == "identify"

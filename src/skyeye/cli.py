@@ -259,8 +259,8 @@ def _load(args):
     source = args.model or default_source()
     if is_preset(source):
         print(
-            f"skyeye: note: model {source!r} is a preset with RANDOM weights (no trained model is bundled "
-            "yet), so its answers are meaningless; pass --model to use trained weights.",
+            f"skyeye: note: model {source!r} is a preset with RANDOM weights, so its answers are meaningless; "
+            "leave out --model for the bundled trained model, or pass a checkpoint folder.",
             file=sys.stderr,
         )
     return load_model(

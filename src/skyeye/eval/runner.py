@@ -67,7 +67,7 @@ def score(suite: Suite, rows: list[dict]) -> dict:
     """The suite's metrics on saved rows (fractions in 0..1)."""
     if not rows:
         raise ValueError(f"suite {suite.name}: no predictions to score")
-    if suite.metric == "captioning":
+    if suite.metric in ("captioning", "reg"):
         from skyeye.eval.captioning import caption_scores
 
         return caption_scores({r["id"]: r["reference"]["references"] for r in rows},

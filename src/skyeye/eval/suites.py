@@ -14,7 +14,7 @@ from typing import Any
 from skyeye.data.sources.base import ADAPTER_OPTIONS, ADAPTERS, Example, Reject, SourceContext
 from skyeye.settings import ConfigError, build, read_yaml_mapping
 
-METRICS = ("captioning", "vqa", "grounding", "scene")
+METRICS = ("captioning", "vqa", "grounding", "scene", "reg")
 CAPTION_PROMPT = "Briefly describe this image."
 
 
@@ -125,6 +125,21 @@ def _grounding_items(examples: list[Example]) -> list[Item]:
     return items
 
 
+def _reg_items(examples: list[Example]) -> list[Item]:
+    """Referring expression generation: box → expression; every expression of the same box is a reference."""
+    from skyeye.boxes import format_box, pixel_to_grid
+
+    by_region: dict[tuple, Item] = {}
+    for example in examples:
+        box = pixel_to_grid(example.fields["box"], *example.image_size)
+        key = (tuple(example.images), box)
+        if key not in by_region:
+            by_region[key] = Item(example.key, example.images, f"this {format_box(box)} is", "identify",
+                                  {"references": []})  # fmt: skip
+        by_region[key].reference["references"].append(example.fields["expression"])
+    return list(by_region.values())
+
+
 def _scene_items(examples: list[Example]) -> list[Item]:
     from skyeye.data.instructions import SCENE
 
@@ -136,4 +151,4 @@ def _scene_items(examples: list[Example]) -> list[Item]:
 
 
 ITEM_BUILDERS = {"captioning": _caption_items, "vqa": _vqa_items, "grounding": _grounding_items,
-                 "scene": _scene_items}  # fmt: skip
+                 "scene": _scene_items, "reg": _reg_items}  # fmt: skip

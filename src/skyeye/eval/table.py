@@ -7,7 +7,7 @@ from skyeye.eval.suites import Suite
 
 def headline(metric: str, metrics: dict) -> dict[str, float]:
     """The numbers a paper table shows, x100, in its column order."""
-    if metric == "captioning":
+    if metric in ("captioning", "reg"):
         return {name: 100 * value for name, value in metrics.items()}
     if metric == "vqa":
         rated = sorted(kind for kind in metrics["per_type"] if kind != "count")
