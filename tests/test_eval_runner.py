@@ -118,3 +118,18 @@ def test_reg_items_ask_for_a_box_and_keep_every_expression_of_it():
                                   expression("2", [0, 0, 100, 100], "the field")])  # fmt: skip
     assert [item.prompt for item in items] == ["this {<10><10><30><50>} is", "this {<0><0><50><100>} is"]
     assert items[0].reference["references"] == ["the tank", "a round tank"] and items[0].task == "identify"
+
+
+@needs_java
+def test_spice_that_cannot_run_is_skipped_with_a_warning_and_the_rest_is_scored(monkeypatch):
+    import pycocoevalcap.spice.spice as spice_module
+
+    from skyeye.eval.captioning import caption_scores
+
+    def offline(self, gts, res):
+        raise OSError("could not download the Stanford CoreNLP models")
+
+    monkeypatch.setattr(spice_module.Spice, "compute_score", offline)
+    with pytest.warns(UserWarning, match="SPICE skipped.*Stanford CoreNLP"):
+        scores = caption_scores({"a": ["a green farmland"]}, {"a": "a green farmland"}, spice=True)
+    assert "SPICE" not in scores and scores["BLEU-1"] > 0.99

@@ -8,6 +8,7 @@ one hypothesis per item and all of its references. The tokenizer and METEOR run 
 from __future__ import annotations
 
 import shutil
+import warnings
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -24,8 +25,15 @@ def require_java() -> None:
         )
 
 
-def caption_scores(references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict[str, float]:
-    """Corpus scores in 0..1 (papers print them x100); `hypotheses` must cover exactly the referenced items."""
+def caption_scores(
+    references: dict[str, list[str]], hypotheses: dict[str, str], spice: bool = False
+) -> dict[str, float]:
+    """Corpus scores in 0..1 (papers print them x100); `hypotheses` must cover exactly the referenced items.
+
+    `spice=True` adds SPICE when it can run: it needs Stanford CoreNLP models downloaded on first use and a
+    Java old enough for its libraries, so when it fails the other scores are still returned and a warning
+    says why SPICE is missing.
+    """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -47,4 +55,18 @@ def caption_scores(references: dict[str, list[str]], hypotheses: dict[str, str])
     meteor_score, _ = Meteor().compute_score(gts, res)  # its Java process ends when the scorer is collected
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    return dict(zip(METRICS, [*bleu, meteor_score, rouge, cider], strict=True))
+    scores = dict(zip(METRICS, [*bleu, meteor_score, rouge, cider], strict=True))
+    if spice:
+        scores.update(_spice(gts, res))
+    return scores
+
+
+def _spice(gts: dict, res: dict) -> dict[str, float]:
+    try:
+        from pycocoevalcap.spice.spice import Spice
+
+        score, _ = Spice().compute_score(gts, res)
+    except Exception as err:  # SPICE's failures come from Java and downloads, in many shapes
+        warnings.warn(f"SPICE skipped: it could not run here ({type(err).__name__}: {err})", stacklevel=3)
+        return {}
+    return {"SPICE": score}

@@ -26,18 +26,18 @@ def list_suites() -> int:
 
 
 def evaluate(name: str, load_model: Callable, root: Path, split: str | None, out: Path | None, limit: int | None,
-             batch_size: int, max_new_tokens: int, progress: bool) -> int:  # fmt: skip
+             batch_size: int, max_new_tokens: int, progress: bool, spice: bool = False) -> int:  # fmt: skip
     suite = _suite(name)
     suite.layout_under(root)  # fail on missing data before the model loads
     out = out or Path("runs/eval") / name
     report = run_suite(load_model(), suite, root, out, split=split, limit=limit, batch_size=batch_size,
-                       progress=progress, max_new_tokens=max_new_tokens)  # fmt: skip
+                       progress=progress, spice=spice, max_new_tokens=max_new_tokens)  # fmt: skip
     print(format_table(suite, report))
     print(f"predictions: {out / 'predictions.jsonl'}; metrics: {out / METRICS_FILE}")
     return 0
 
 
-def rescore(predictions: Path) -> int:
+def rescore(predictions: Path, spice: bool = False) -> int:
     rows = read_predictions(predictions)
     if not rows:
         raise SystemExit(f"{predictions}: no predictions")
@@ -45,7 +45,12 @@ def rescore(predictions: Path) -> int:
     if len(names) != 1:
         raise SystemExit(f"{predictions}: rows of several suites {sorted(map(str, names))}; score one at a time")
     suite = _suite(names.pop())
-    report = {"suite": suite.name, "split": "saved predictions", "items": len(rows), "metrics": score(suite, rows)}
+    report = {
+        "suite": suite.name,
+        "split": "saved predictions",
+        "items": len(rows),
+        "metrics": score(suite, rows, spice),
+    }
     print(format_table(suite, report))
     print(json.dumps(report["metrics"], indent=1))
     return 0

@@ -63,15 +63,15 @@ def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, batch
     return [done[item.id] for item in items]
 
 
-def score(suite: Suite, rows: list[dict]) -> dict:
-    """The suite's metrics on saved rows (fractions in 0..1)."""
+def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
+    """The suite's metrics on saved rows (fractions in 0..1); `spice` adds SPICE to captioning when it can run."""
     if not rows:
         raise ValueError(f"suite {suite.name}: no predictions to score")
     if suite.metric in ("captioning", "reg"):
         from skyeye.eval.captioning import caption_scores
 
         return caption_scores({r["id"]: r["reference"]["references"] for r in rows},
-                              {r["id"]: r["prediction"] for r in rows})  # fmt: skip
+                              {r["id"]: r["prediction"] for r in rows}, spice=spice)  # fmt: skip
     if suite.metric == "vqa":
         from skyeye.eval.vqa import vqa_scores
 
@@ -87,7 +87,7 @@ def score(suite: Suite, rows: list[dict]) -> dict:
 
 
 def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = None, limit: int | None = None,
-              batch_size: int = 8, progress: bool = True, **generation) -> dict:  # fmt: skip
+              batch_size: int = 8, progress: bool = True, spice: bool = False, **generation) -> dict:  # fmt: skip
     items, rejects = read_items(suite, root, split)
     if rejects:
         reasons: dict[str, int] = {}
@@ -100,7 +100,7 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
     started = time.perf_counter()
     rows = predict(model, suite, items, root, out, batch_size, progress, **generation)
     seconds = time.perf_counter() - started
-    metrics = score(suite, rows)
+    metrics = score(suite, rows, spice)
     report = {"suite": suite.name, "split": split or suite.split, "items": len(rows), "unread": len(rejects),
               "seconds": round(seconds, 1), "metrics": metrics}  # fmt: skip
     (out / METRICS_FILE).write_text(json.dumps(report, indent=1))
