@@ -126,10 +126,11 @@ def test_spice_that_cannot_run_is_skipped_with_a_warning_and_the_rest_is_scored(
 
     from skyeye.eval.captioning import caption_scores
 
-    def offline(self, gts, res):
-        raise OSError("could not download the Stanford CoreNLP models")
+    class OfflineSpice:
+        def __init__(self):
+            raise OSError("could not download the Stanford CoreNLP models")
 
-    monkeypatch.setattr(spice_module.Spice, "compute_score", offline)
+    monkeypatch.setattr(spice_module, "Spice", OfflineSpice)
     with pytest.warns(UserWarning, match="SPICE skipped.*Stanford CoreNLP"):
         scores = caption_scores({"a": ["a green farmland"]}, {"a": "a green farmland"}, spice=True)
     assert "SPICE" not in scores and scores["BLEU-1"] > 0.99
