@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,16 @@ def test_the_console_script_answers_from_a_fresh_process(odd_images):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() != ""
+
+
+def test_the_default_model_is_the_bundled_trained_one(capsys):
+    from skyeye.model.loading import bundled_model, default_source
+
+    bundled = bundled_model()
+    assert bundled is not None and default_source() == str(bundled)
+    size = sum(f.stat().st_size for f in bundled.rglob("*") if f.is_file())
+    assert size <= 50 * 2**20, f"the bundled model is {size / 2**20:.1f} MB, over the 50 MB budget"
+    image = str(Path(__file__).parent.parent / "examples" / "scene.png")
+    assert main(["ask", image, "[caption] Briefly describe this image.", "--max-new-tokens", "24"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() and "RANDOM" not in err

@@ -125,6 +125,7 @@ def _add_eval_commands(commands) -> None:
     evaluate.add_argument("--limit", type=int, help="only the first N items")
     evaluate.add_argument("--batch-size", type=int, default=16, help="questions per generate call (default 16)")
     evaluate.add_argument("--max-new-tokens", type=int, default=64)
+    evaluate.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
     evaluate.add_argument("--spice", action="store_true", help="also SPICE for captions (needs its model download)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
@@ -165,9 +166,11 @@ def run_eval(args) -> int:
         return commands.rescore(args.predictions, args.spice)
     if args.data_root is None:
         raise SystemExit(f"skyeye eval {args.suite}: --data-root is required (the folder holding the datasets)")
-    return commands.evaluate(args.suite, lambda: _load(args), args.data_root, split=args.split, out=args.out,
-                             limit=args.limit, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                             progress=not args.no_progress, spice=args.spice)  # fmt: skip
+    return commands.evaluate(
+        args.suite, lambda: _load(args), args.data_root, args.out, split=args.split, limit=args.limit,
+        batch_size=args.batch_size, progress=not args.no_progress, spice=args.spice,
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+    )  # fmt: skip
 
 
 def run_train(args) -> int:

@@ -55,7 +55,7 @@ def caption_scores(
     meteor_score, _ = Meteor().compute_score(gts, res)  # its Java process ends when the scorer is collected
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    scores = dict(zip(METRICS, [*bleu, meteor_score, rouge, cider], strict=True))
+    scores = {name: float(value) for name, value in zip(METRICS, [*bleu, meteor_score, rouge, cider], strict=True)}
     if spice:
         scores.update(_spice(gts, res))
     return scores
@@ -69,4 +69,4 @@ def _spice(gts: dict, res: dict) -> dict[str, float]:
     except Exception as err:  # SPICE's failures come from Java and downloads, in many shapes
         warnings.warn(f"SPICE skipped: it could not run here ({type(err).__name__}: {err})", stacklevel=3)
         return {}
-    return {"SPICE": score}
+    return {"SPICE": float(score)}

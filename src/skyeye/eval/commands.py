@@ -25,13 +25,12 @@ def list_suites() -> int:
     return 0
 
 
-def evaluate(name: str, load_model: Callable, root: Path, split: str | None, out: Path | None, limit: int | None,
-             batch_size: int, max_new_tokens: int, progress: bool, spice: bool = False) -> int:  # fmt: skip
+def evaluate(name: str, load_model: Callable, root: Path, out: Path | None, **options) -> int:
+    """Runs suite `name`; `options` are run_suite's (split, limit, batch_size, spice, ...) and generation's."""
     suite = _suite(name)
     suite.layout_under(root)  # fail on missing data before the model loads
     out = out or Path("runs/eval") / name
-    report = run_suite(load_model(), suite, root, out, split=split, limit=limit, batch_size=batch_size,
-                       progress=progress, spice=spice, max_new_tokens=max_new_tokens)  # fmt: skip
+    report = run_suite(load_model(), suite, root, out, **options)
     print(format_table(suite, report))
     print(f"predictions: {out / 'predictions.jsonl'}; metrics: {out / METRICS_FILE}")
     return 0
