@@ -166,6 +166,12 @@ class FoundBox:
     grid: GridBox
     pixels: PixelBox
 
+    def summary(self, number: int) -> str:
+        """One line for people: `box 1: runway  pixels (52, 0, 310, 16)  grid {<10><0><60><50>}`."""
+        x1, y1, x2, y2 = self.pixels
+        return (f"box {number}: {self.phrase or '-'}  pixels ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})  "
+                f"grid {format_box(self.grid)}")  # fmt: skip
+
 
 def find_boxes(text: str, width: float, height: float) -> list[FoundBox]:
     """Every box in `text` with its phrase, converted to pixels of a `width` x `height` image."""

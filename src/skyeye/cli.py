@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="weights dtype")
     convert.add_argument("--trust-pickle", action="store_true", help="allow pickled objects in the .pth")
     convert.set_defaults(run=run_convert)
+    chat = commands.add_parser(
+        "chat",
+        help="talk about an image in the terminal",
+        description="A multi-turn conversation about one image, answers streamed as they are generated and "
+        "boxes listed in pixels. Commands: /task NAME, /image PATH, /reset, /save FILE, /help, /quit. Reads "
+        "questions from a pipe too (no prompts are printed then).",
+    )
+    chat.add_argument("image", type=Path, help="any image PIL reads (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    _add_model_options(chat, MODEL_HELP)
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.set_defaults(run=run_chat)
     _add_data_commands(commands)
     _add_train_commands(commands)
     _add_eval_commands(commands)
@@ -153,6 +164,12 @@ def _add_train_commands(commands) -> None:
     plot.add_argument("run_dir", type=Path, help="a training run folder")
     plot.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/curves.png)")
     plot.set_defaults(run=run_plot)
+
+
+def run_chat(args) -> int:
+    from skyeye.chat import run_chat as chat
+
+    return chat(_load(args), args.image, max_new_tokens=args.max_new_tokens)
 
 
 def run_eval(args) -> int:
@@ -301,11 +318,7 @@ def run_ask(args) -> int:
         return 0
     print(answer.text)
     for number, box in enumerate(answer.boxes, 1):
-        x1, y1, x2, y2 = box.pixels
-        print(
-            f"box {number}: {box.phrase or '-'}  pixels ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})  "
-            f"grid {{<{box.grid[0]}><{box.grid[1]}><{box.grid[2]}><{box.grid[3]}>}}"
-        )
+        print(box.summary(number))
     if args.draw:
         print(f"boxes drawn to {args.draw}", file=sys.stderr)
     return 0
