@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from skyeye.boxes import FoundBox, find_boxes
-from skyeye.images import LoadedImage, load_image, to_pixel_tensor
+from skyeye.images import LoadedImage, load_image
 from skyeye.model.inputs import collate, encode
 from skyeye.prompts import Conversation, render_text
 
@@ -79,9 +79,7 @@ def _ask_batch(model, images, texts, tasks, histories, **generation) -> list[Ans
     for frame_list, text, task, history in zip(frames, texts, tasks, histories, strict=True):
         conversation = history.copy() if history is not None else Conversation(num_images=len(frame_list))
         conversations.append(conversation.ask(text, task))
-    pixels = torch.stack(
-        [to_pixel_tensor(f.image, vision.image_size, vision.mean, vision.std) for fl in frames for f in fl]
-    ).to(model.device)
+    pixels = vision.to_pixels([f.image for fl in frames for f in fl]).to(model.device)
     segments = [c.segments() for c in conversations]
     encoded = [
         encode(s, tokenizer, model.cfg.visual_tokens_per_image, max_length=model.cfg.max_context_len) for s in segments

@@ -36,6 +36,14 @@ class VisionConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    def to_pixels(self, images: list):
+        """RGB PIL images → this tower's input, a float tensor [N, 3, image_size, image_size]."""
+        import torch
+
+        from skyeye.images import to_pixel_tensor
+
+        return torch.stack([to_pixel_tensor(image, self.image_size, self.mean, self.std) for image in images])
+
 
 @dataclass
 class LLMConfig:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from skyeye.boxes import parse_boxes
 from skyeye.data.record import Record
-from skyeye.images import load_image, to_pixel_tensor
+from skyeye.images import load_image
 from skyeye.model.inputs import Encoded, TooLongError, collate, encode
 from skyeye.prompts import Conversation
 from skyeye.train.config import AugmentConfig
@@ -87,11 +87,9 @@ class SampleMaker:
         if self.load_pixels:
             rng = random.Random(f"{self.seed}:{epoch}:{index}")
             settings = self.augment if self.augment.active and not geometry_bound(record) else None
-            vision = self.cfg.vision
             images = [load_image(path).image for path in paths]
             images = [augment(image, settings, rng) for image in images] if settings else images
-            pixels = torch.stack([to_pixel_tensor(image, vision.image_size, vision.mean, vision.std)
-                                  for image in images])  # fmt: skip
+            pixels = self.cfg.vision.to_pixels(images)
         return Sample(encoded, paths, pixels)
 
 

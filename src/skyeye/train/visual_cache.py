@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from skyeye.images import load_image, to_pixel_tensor
+from skyeye.images import load_image
 
 
 class VisualCache:
@@ -25,10 +25,7 @@ class VisualCache:
             steps = tqdm(steps, desc="caching visual features", unit=" batches")
         with torch.no_grad():
             for start in steps:
-                pixels = torch.stack([
-                    to_pixel_tensor(load_image(path).image, vision.image_size, vision.mean, vision.std)
-                    for path in unique[start : start + batch_size]
-                ])  # fmt: skip
+                pixels = vision.to_pixels([load_image(path).image for path in unique[start : start + batch_size]])
                 chunks.append(model.visual_features(pixels.to(model.device, model.dtype)).cpu())
         self.features = torch.cat(chunks) if chunks else torch.empty(0)
 
