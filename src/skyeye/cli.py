@@ -15,6 +15,8 @@ from pathlib import Path
 EXAMPLES = """examples:
   skyeye ask scene.jpg "[caption] Briefly describe this image."
   skyeye ask scene.jpg "where is the white plane?" --task grounding --draw boxes.png
+  skyeye chat scene.tif
+  skyeye web --port 7860
   skyeye info skyeyegpt-7b
   skyeye convert skyeyegpt.pth --eva eva_vit_g.pth --llama Llama-2-7b-chat-hf --out skyeyegpt-7b/
 """
@@ -109,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(chat, MODEL_HELP)
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(run=run_chat)
+    web = commands.add_parser(
+        "web",
+        help="serve the web chatbot (Gradio)",
+        description="A web app to upload an image (PNG, JPEG, TIFF incl. 16-bit and multi-band GeoTIFF), pick a "
+        "task, see answers streamed and every box drawn on the image, and go on with the conversation. "
+        "Answers are generated one at a time; other requests wait in a queue.",
+    )
+    _add_model_options(web, MODEL_HELP)
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--max-new-tokens", type=int, default=128)
+    web.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload (default 100 MB)")
+    web.add_argument("--max-pixels", type=int, default=100_000_000, help="largest accepted image (default 100 Mpx)")
+    web.set_defaults(run=run_web)
     _add_data_commands(commands)
     _add_train_commands(commands)
     _add_eval_commands(commands)
@@ -170,6 +186,17 @@ def run_chat(args) -> int:
     from skyeye.chat import run_chat as chat
 
     return chat(_load(args), args.image, max_new_tokens=args.max_new_tokens)
+
+
+def run_web(args) -> int:
+    import tempfile
+
+    from skyeye.web.app import serve
+
+    examples = Path(tempfile.gettempdir()) / "skyeye-web-examples"
+    serve(_load(args), args.host, args.port, examples, args.max_upload_mb,
+          max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels)  # fmt: skip
+    return 0
 
 
 def run_eval(args) -> int:

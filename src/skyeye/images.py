@@ -14,7 +14,15 @@ P (palette)                 palette converted (any palette transparency is dropp
 CMYK, YCbCr, LAB, HSV, ...  converted by PIL
 I;16*, I, F                 2nd-98th percentile of the finite values stretched to 0-255, then
                             replicated; NaN/inf become 0; a constant image becomes mid-gray
+multi-band raster           read with rasterio (see `skyeye.geotiff`): the red, green, blue bands by
+(.tif, .tiff, .jp2)         colour interpretation, else by band description, else the first three;
+                            uint8 kept, other types stretched per band like I;16; nodata shown black
 ==========================  ===================================================================
+
+A multi-band raster is one with two or more bands that is not 8-bit red, green, blue (+ alpha), which PIL
+reads as RGB/RGBA; its `original_mode` reads like ``4-band uint16`` and its rendering names the bands shown
+and why, e.g. ``bands 3, 2, 1 (red, green, blue by colour interpretation) of 4-band uint16, each stretched
+2–98 percentile to 8-bit``.
 
 Files are validated before their pixels are decoded: a missing path, a directory, something PIL cannot
 identify, a zero-size image, or one with more than ``max_pixels`` pixels (read from the header, so a
@@ -28,8 +36,6 @@ decoded or a frame past its end raises `ImageError` naming the file.
 
 `to_pixel_tensor` reproduces the BLIP-2 eval processor used by SkyEyeGPT/MiniGPT-v2: bicubic resize to a
 square (aspect ratio not kept, no crop, no padding), scale to 0..1, normalise per channel.
-
-GeoTIFFs that need rasterio (multi-band, georeferenced) are out of scope here.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from skyeye.geotiff import RasterError, needs_rasterio, read_raster, stretch_to_8bit
 from skyeye.video import VideoError, frame_reference, parse_frame_reference, read_video_frame
 
 if TYPE_CHECKING:
@@ -70,6 +77,13 @@ _SIMPLE_RENDERINGS = {
 }
 
 _DEPTH_NAMES = {"I": "32-bit integer", "F": "32-bit float"}
+
+_STRETCH_RENDERINGS = {
+    "percentile": "stretched 2–98 percentile to 8-bit",
+    "min-max": "stretched min–max to 8-bit",
+    "constant": "constant image rendered mid-gray",
+    "empty": "with no finite values rendered black",
+}
 
 
 class ImageError(ValueError):
@@ -140,6 +154,8 @@ def load_image(source: str | os.PathLike[str] | Image.Image, max_pixels: int = D
         raise ImageError(f"{label}: is a directory, not an image file")
     if not path.exists():
         raise ImageError(f"{label}: no such file")
+    if needs_rasterio(path):
+        return _load_raster(path, max_pixels)
     with _pil_bomb_limit_at_least(max_pixels):
         try:
             opened = Image.open(path)
@@ -167,6 +183,20 @@ def _load_video_frame(video: Path, index: int, max_pixels: int) -> LoadedImage:
     except VideoError as e:
         raise ImageError(str(e)) from e
     return _load_opened(frame, label, label, max_pixels)
+
+
+def _load_raster(path: Path, max_pixels: int) -> LoadedImage:
+    try:
+        raster = read_raster(path, max_pixels)
+    except RasterError as e:
+        raise ImageError(str(e)) from e
+    return LoadedImage(
+        image=raster.image,
+        path=str(path),
+        original_size=raster.size,
+        original_mode=raster.mode,
+        rendering=raster.rendering,
+    )
 
 
 def _load_opened(im: Image.Image, path: str | None, label: str, max_pixels: int) -> LoadedImage:
@@ -216,28 +246,11 @@ def _render_rgb(im: Image.Image, label: str) -> tuple[Image.Image, str]:
 
 
 def _stretch_single_band(im: Image.Image, depth: str) -> tuple[Image.Image, str]:
-    # float32 halves the memory of float64 and is ample precision for choosing a display range.
-    values = np.asarray(im).astype(np.float32)
+    values = np.asarray(im)
     finite = np.isfinite(values)
     notes = [] if finite.all() else ["non-finite values set to 0"]
-    finite_values = values[finite]
-    out = np.zeros(values.shape, dtype=np.uint8)
-    if finite_values.size == 0:
-        how = f"{depth} with no finite values rendered black"
-    else:
-        lo, hi = np.percentile(finite_values, [2, 98])
-        how = f"{depth} stretched 2–98 percentile to 8-bit"
-        if hi <= lo:
-            # Mostly-constant images with a few outliers: the outliers are the only content there is.
-            lo, hi = finite_values.min(), finite_values.max()
-            how = f"{depth} stretched min–max to 8-bit"
-        if hi <= lo:
-            out[finite] = 128
-            how = f"{depth} constant image rendered mid-gray"
-        else:
-            scaled = (finite_values - lo) * (255.0 / (hi - lo))
-            out[finite] = np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
-    rendering = ", ".join([how, "grayscale replicated", *notes])
+    out, method = stretch_to_8bit(values, finite)
+    rendering = ", ".join([f"{depth} {_STRETCH_RENDERINGS[method]}", "grayscale replicated", *notes])
     return Image.fromarray(out).convert("RGB"), rendering
 
 
