@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask one question about an image",
         description="Answer a question about an image and list the boxes in pixels.",
     )
-    ask.add_argument("image", type=Path, help="any image PIL reads (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    ask.add_argument("image", type=Path, help="PNG, JPEG, TIFF incl. 16-bit, multi-band GeoTIFF, ...")
     ask.add_argument("question", help='e.g. "[caption] Briefly describe this image."')
     from skyeye.prompts import TASKS
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "boxes listed in pixels. Commands: /task NAME, /image PATH, /reset, /save FILE, /help, /quit. Reads "
         "questions from a pipe too (no prompts are printed then).",
     )
-    chat.add_argument("image", type=Path, help="any image PIL reads (PNG, JPEG, TIFF incl. 16-bit, ...)")
+    chat.add_argument("image", type=Path, help="PNG, JPEG, TIFF incl. 16-bit, multi-band GeoTIFF, ...")
     _add_model_options(chat, MODEL_HELP)
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(run=run_chat)

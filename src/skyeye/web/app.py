@@ -152,5 +152,4 @@ def serve(model, host: str, port: int, examples_folder: Path, max_upload_mb: int
 
     app = build_app(model, make_examples(examples_folder), **options)
     app.queue(max_size=64, default_concurrency_limit=4)
-    app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb",
-               allowed_paths=[str(examples_folder)])  # fmt: skip
+    app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb")
