@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from PIL import Image
 from rasterio.enums import ColorInterp
+from rasterio.io import DatasetReader
+from rasterio.transform import Affine
 
 from skyeye.geotiff import needs_rasterio
 from skyeye.images import ImageError, LoadedImage, load_image
@@ -225,13 +226,19 @@ def test_over_pixel_limit(tmp_path):
     assert load_image(path, max_pixels=300).image.size == (30, 10)
 
 
-def test_over_pixel_limit_refused_from_the_header(tmp_path):
+def test_over_pixel_limit_refused_from_the_header(tmp_path, monkeypatch):
     # A 20000 x 20000 4-band scene with no tile written: tiny on disk, gigabytes if its pixels were read.
     path = tmp_path / "sparse.tif"
     profile = dict(driver="GTiff", width=20_000, height=20_000, count=4, dtype="uint16", tiled=True, sparse_ok=True)
     with rasterio.open(path, "w", crs="EPSG:32633", transform=Affine(10.0, 0.0, 0.0, 0.0, -10.0, 0.0), **profile):
         pass
     assert path.stat().st_size < 200_000
+
+    def no_pixels(*args, **kwargs):
+        raise AssertionError("pixels read before the size check")
+
+    monkeypatch.setattr(DatasetReader, "read", no_pixels)
+    monkeypatch.setattr(DatasetReader, "read_masks", no_pixels)
     with pytest.raises(ImageError, match="over the limit of 1000000 pixels") as info:
         load_image(path, max_pixels=1_000_000)
     assert str(path) in str(info.value)
