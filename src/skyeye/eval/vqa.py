@@ -62,12 +62,7 @@ def count_bin_lr(n: int) -> str:
     """
     if n < 0:
         raise ValueError(f"a count cannot be negative, got {n}")
-    if n == 0:
-        return "0"
-    for low, high in ((1, 10), (11, 100), (101, 1000)):
-        if n <= high:
-            return f"between {low} and {high}"
-    return "more than 1000"
+    return _range_bin(n, unit="")
 
 
 def area_bin_hr(m2: float) -> str:
@@ -78,12 +73,17 @@ def area_bin_hr(m2: float) -> str:
     """
     if m2 < 0:
         raise ValueError(f"an area cannot be negative, got {m2}")
-    if m2 == 0:
-        return "0m2"
+    return _range_bin(m2, unit="m2")
+
+
+def _range_bin(value: float, unit: str) -> str:
+    """The RSVQA bin label shared by counts and areas: 0, 1..10, 11..100, 101..1000, more (with `unit`)."""
+    if value == 0:
+        return f"0{unit}"
     for low, high in ((1, 10), (11, 100), (101, 1000)):
-        if m2 <= high:
-            return f"between {low}m2 and {high}m2"
-    return "more than 1000m2"
+        if value <= high:
+            return f"between {low}{unit} and {high}{unit}"
+    return f"more than 1000{unit}"
 
 
 def binned(answer: str, question_type: str, dataset: str) -> str:
