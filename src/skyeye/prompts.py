@@ -32,6 +32,9 @@ IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_SLOT = "<Img><ImageHere></Img>"
 INSTRUCTION_TEMPLATE = "[INST] {} [/INST]"
 BOS, EOS = "<s>", "</s>"
+# How a conversation is turned into tokens: "skyeye" (one BOS per turn, as MiniGPT-v2 trains) or "minigptv2"
+# (its evaluation scripts and demo: the text "<s>[INST]" after the tokenizer's own BOS, so two BOS first).
+PROMPT_STYLES = ("skyeye", "minigptv2")
 
 IDENTIFIERS = ("[caption]", "[vqa]", "[refer]", "[identify]", "[detection]", "[grounding]")
 TASKS: dict[str, str | None] = {

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from skyeye.images import CLIP_MEAN, CLIP_STD
+from skyeye.prompts import PROMPT_STYLES
 from skyeye.settings import ConfigError, build, read_yaml_mapping, to_plain
 
 TRAINABLE_PARTS = ("vision", "alignment", "llm", "lora")
@@ -83,6 +84,7 @@ class SkyEyeConfig:
     max_txt_len: int = 500
     max_context_len: int = 3800
     dtype: str = "float32"
+    prompt_style: str = "skyeye"
 
     @property
     def visual_tokens_per_image(self) -> int:
@@ -104,6 +106,8 @@ class SkyEyeConfig:
             problems.append(f"trainable has unknown parts {unknown}; choose from {list(TRAINABLE_PARTS)}")
         if self.dtype not in DTYPES:
             problems.append(f"dtype {self.dtype!r} is not one of {list(DTYPES)}")
+        if self.prompt_style not in PROMPT_STYLES:
+            problems.append(f"prompt_style {self.prompt_style!r} is not one of {list(PROMPT_STYLES)}")
         if self.lora.r < 0:
             problems.append("lora.r must be >= 0")
         if problems:
