@@ -6,11 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from skyeye.eval.runner import PREDICTIONS_FILE, read_predictions, run_suite, score
+from skyeye.eval.record import RUN_FILE
+from skyeye.eval.runner import METRICS_FILE, PREDICTIONS_FILE, read_predictions, run_suite, score
 from skyeye.eval.suites import Layout, Suite, load_suites, read_items
 from skyeye.eval.table import format_table
+from skyeye.model.tokenizer import bundled_path, load_tokenizer
+
+from conftest import small_config
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="captioning metrics need Java")
 
@@ -22,16 +27,26 @@ class Said:
 
 
 class ScriptedModel:
-    """Answers captions with the first reference it is given; records every question it was asked."""
+    """Answers from a script keyed by image file name (else `default`); records every question it was asked.
 
-    def __init__(self, answers: dict[str, str], fail_after: int | None = None):
-        self.answers, self.fail_after, self.asked = answers, fail_after, []
+    It has what a run's record reads of a model: a config, a tokenizer and weights (`weights_seed` picks them).
+    """
+
+    def __init__(self, answers: dict[str, str] | None = None, fail_after: int | None = None, default: str = "",
+                 weights_seed: int = 0, prompt_style: str = "skyeye"):  # fmt: skip
+        self.answers, self.fail_after, self.default, self.asked = answers or {}, fail_after, default, []
+        self.cfg = small_config(prompt_style=prompt_style)
+        self.tokenizer = load_tokenizer(bundled_path("tokenizer-tiny"))
+        self.weights = {"w": torch.randn(8, 8, generator=torch.Generator().manual_seed(weights_seed))}
+
+    def state_dict(self):
+        return dict(self.weights)
 
     def ask_many(self, images, texts, tasks, batch_size, **generation):
         if self.fail_after is not None and len(self.asked) >= self.fail_after:
             raise KeyboardInterrupt
         self.asked += [image[0] for image in images]
-        return [Said(self.answers[image[0].rsplit("/", 1)[-1]]) for image in images]
+        return [Said(self.answers.get(image[0].rsplit("/", 1)[-1], self.default)) for image in images]
 
 
 @pytest.fixture
@@ -102,8 +117,8 @@ def test_vqa_tables_put_published_numbers_beside_ours_and_count_apart():
     metrics = score(suite, rows)
     assert metrics["per_type"]["presence"]["accuracy"] == 0.5 and metrics["AA"] == 0.75
     table = format_table(suite, {"split": "test", "items": 4, "metrics": metrics})
-    ours, paper = table.splitlines()[2:4]
-    assert "50.00" in ours and "75.00" in ours and "88.93" in paper and "count" in table.splitlines()[1]
+    ours, paper = table.splitlines()[3:5]
+    assert "50.00" in ours and "75.00" in ours and "88.93" in paper and "count" in table.splitlines()[2]
 
 
 def test_reg_items_ask_for_a_box_and_keep_every_expression_of_it():
@@ -134,3 +149,169 @@ def test_spice_that_cannot_run_is_skipped_with_a_warning_and_the_rest_is_scored(
     with pytest.warns(UserWarning, match="SPICE skipped.*Stanford CoreNLP"):
         scores = caption_scores({"a": ["a green farmland"]}, {"a": "a green farmland"}, spice=True)
     assert "SPICE" not in scores and scores["BLEU-1"] > 0.99
+
+
+BOX = "{<10><10><50><50>}"
+
+
+def _synthetic_suite() -> Suite:
+    """Rendered scenes, small: a Java-free suite (grounding) whose data root needs no files."""
+    return Suite("synthetic-grounding", "grounding", "val", [Layout("synthetic", "scenes", {"n": 6, "size": 96})])
+
+
+def _run(model, root, out, **options) -> dict:
+    return run_suite(model, _synthetic_suite(), root, out, batch_size=2, progress=False, **options)
+
+
+def _interrupted(root, out, after: int = 2) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _run(ScriptedModel(default=BOX, fail_after=after), root, out)
+
+
+@pytest.mark.parametrize(
+    "model_options, run_options, named",
+    [
+        ({"weights_seed": 1}, {}, "model: "),
+        ({"prompt_style": "minigptv2"}, {}, "prompt_style: 'skyeye' there, 'minigptv2' now"),
+        ({}, {"split": "test"}, "split: 'val' there, 'test' now"),
+        ({}, {"num_beams": 3}, "decoding.num_beams: 1 there, 3 now"),
+        ({}, {"max_new_tokens": 8}, "decoding.max_new_tokens: 64 there, 8 now"),
+        ({}, {"limit": 1}, "limit: None there, 1 now"),
+    ],
+)
+def test_another_run_refuses_the_saved_predictions_naming_what_differs_until_restart(
+    tmp_path, model_options, run_options, named
+):
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    saved = (out / PREDICTIONS_FILE).read_bytes()
+    model = ScriptedModel(default="{<0><0><100><100>}", **model_options)
+    with pytest.raises(ValueError, match="another run") as refused:
+        _run(model, tmp_path, out, **run_options)
+    assert named in str(refused.value) and "--restart" in str(refused.value)
+    assert model.asked == [] and (out / PREDICTIONS_FILE).read_bytes() == saved
+
+    report = _run(model, tmp_path, out, restart=True, **run_options)
+    rows = read_predictions(out / PREDICTIONS_FILE)
+    assert len(model.asked) == len(rows) == report["items"]
+    assert {row["prediction"] for row in rows} == {"{<0><0><100><100>}"}
+
+
+def test_the_same_run_resumes_whatever_folder_the_model_came_from_and_whatever_the_batch_size(tmp_path):
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    model = ScriptedModel(default=BOX)
+    report = run_suite(model, _synthetic_suite(), tmp_path, out, batch_size=3, progress=False,
+                       model_source="a/copy/of/the/same/weights")  # fmt: skip
+    items, _ = read_items(_synthetic_suite(), tmp_path)
+    assert len(model.asked) == len(items) - 2 == report["items"] - 2
+
+
+def test_a_run_records_what_produced_it_before_answering_and_shows_it_with_the_numbers(tmp_path, capsys):
+    from skyeye.cli import main
+    from skyeye.model.fingerprint import model_fingerprint
+
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out, after=0)
+    assert not (out / PREDICTIONS_FILE).exists() or not read_predictions(out / PREDICTIONS_FILE)
+    model = ScriptedModel(default=BOX, prompt_style="minigptv2")
+    recorded = json.loads((out / RUN_FILE).read_text())
+    assert recorded["prompt_style"] == "skyeye"  # the interrupted run's
+    report = _run(model, tmp_path, out, model_source="my-model", num_beams=2)
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run == report["run"] == json.loads((out / METRICS_FILE).read_text())["run"]
+    assert run["prompt_style"] == "minigptv2" and run["model"]["fingerprint"] == model_fingerprint(model)
+    assert run["decoding"]["num_beams"] == 2 and run["split"] == "val"
+    header = format_table(_synthetic_suite(), report).splitlines()[1]
+    assert "my-model" in header and run["model"]["fingerprint"] in header and "prompt style minigptv2" in header
+
+    assert main(["eval", "score", str(out / PREDICTIONS_FILE)]) == 0
+    assert "prompt style minigptv2" in capsys.readouterr().out
+
+
+def test_predictions_without_a_run_record_are_not_resumed_but_still_score(tmp_path, capsys):
+    from skyeye.cli import main
+
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    (out / RUN_FILE).unlink()  # as an older SkyEye left them
+    model = ScriptedModel(default=BOX)
+    with pytest.raises(ValueError, match=f"no {RUN_FILE} says what produced them"):
+        _run(model, tmp_path, out)
+    assert model.asked == []
+    assert main(["eval", "score", str(out / PREDICTIONS_FILE)]) == 0
+    assert "produced by: unknown" in capsys.readouterr().out
+
+
+def test_a_truncated_last_line_is_dropped_said_and_its_item_asked_again(tmp_path, capsys):
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    path = out / PREDICTIONS_FILE
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + second[:30])  # killed while writing the second row
+    model = ScriptedModel(default=BOX)
+    _run(model, tmp_path, out)
+    assert f"{path}:2: dropped 1 truncated last line" in capsys.readouterr().err
+    items, _ = read_items(_synthetic_suite(), tmp_path)
+    lost = json.loads(second)
+    assert model.asked[0].endswith(lost["images"][0]) and len(model.asked) == len(items) - 1
+    assert [row["id"] for row in read_predictions(path)] == [json.loads(first)["id"]] + [i.id for i in items[1:]]
+
+
+def test_a_last_row_cut_before_its_newline_is_kept_and_the_next_row_starts_a_line(tmp_path):
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    path = out / PREDICTIONS_FILE
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    model = ScriptedModel(default=BOX)
+    report = _run(model, tmp_path, out)
+    assert len(model.asked) == report["items"] - 2 == len(read_predictions(path)) - 2
+
+
+def test_a_corrupt_line_before_the_last_is_an_error_naming_it(tmp_path):
+    out = tmp_path / "out"
+    _interrupted(tmp_path, out)
+    path = out / PREDICTIONS_FILE
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first[:30] + b"\n" + second)
+    with pytest.raises(ValueError, match=f"{path}:1: not valid JSON"):
+        _run(ScriptedModel(default=BOX), tmp_path, out)
+
+
+def test_a_missing_java_stops_a_captioning_run_before_any_item_is_asked(karpathy_root, tmp_path, monkeypatch, capsys):
+    from skyeye import cli
+    from skyeye.eval.captioning import JavaMissing
+
+    monkeypatch.setattr("skyeye.eval.captioning.shutil.which", lambda name: None)
+    model = ScriptedModel(default="a field")
+    with pytest.raises(JavaMissing, match="need Java"):
+        run_suite(model, _suite(), karpathy_root, tmp_path / "out", progress=False)
+    assert model.asked == [] and not (tmp_path / "out" / PREDICTIONS_FILE).exists()
+
+    shutil.copytree(karpathy_root / "caps", karpathy_root / "ucm_captions")
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded though Java is missing"))
+    assert cli.main(["eval", "ucm-captions", "--data-root", str(karpathy_root), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("skyeye: error: captioning metrics need Java") and "\n" not in error
+
+
+def test_the_readme_synthetic_grounding_command_renders_its_scenes_and_refuses_another_model(
+    tmp_path, monkeypatch, capsys
+):
+    from skyeye import cli
+
+    suites = load_suites()
+    suites["synthetic-grounding"].layouts[0].options.update(n=6, size=96)  # fewer, smaller scenes: a fast test
+    monkeypatch.setattr("skyeye.eval.commands.load_suites", lambda: suites)
+    monkeypatch.chdir(tmp_path)
+    command = ["eval", "synthetic-grounding", "--data-root", "data/synth-eval", "--no-progress"]  # the README's
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert len(list((tmp_path / "data/synth-eval/images").glob("val-*.png"))) == 6
+    metrics = json.loads((tmp_path / "runs/eval/synthetic-grounding" / METRICS_FILE).read_text())
+    assert metrics["items"] > 0 and metrics["run"]["model"]["fingerprint"] in printed
+
+    assert cli.main(command + ["--model", "tiny"]) == 2
+    error = capsys.readouterr().err
+    assert "another run (model: " in error and "--restart" in error
+    assert cli.main(command + ["--model", "tiny", "--restart"]) == 0

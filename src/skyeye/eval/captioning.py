@@ -13,15 +13,15 @@ import warnings
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
-class JavaMissing(RuntimeError):
-    pass
+class JavaMissing(OSError):
+    """An OSError, so that the command prints it as one line."""
 
 
 def require_java() -> None:
     if shutil.which("java") is None:
         raise JavaMissing(
             "captioning metrics need Java (pycocoevalcap's PTB tokenizer and METEOR run on it) and no `java` is on "
-            "PATH; install a JRE, e.g. `apt install default-jre-headless`"
+            "PATH; install a JRE, e.g. `apt install default-jre-headless`, then run again"
         )
 
 

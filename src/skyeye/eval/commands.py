@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from skyeye.eval.runner import METRICS_FILE, read_predictions, run_suite, score
+from skyeye.eval.record import read_run
+from skyeye.eval.runner import METRICS_FILE, PREDICTIONS_FILE, read_predictions, require_tools, run_suite, score
 from skyeye.eval.suites import load_suites
 from skyeye.eval.table import format_table
 
@@ -26,13 +27,14 @@ def list_suites() -> int:
 
 
 def evaluate(name: str, load_model: Callable, root: Path, out: Path | None, **options) -> int:
-    """Runs suite `name`; `options` are run_suite's (split, limit, batch_size, spice, ...) and generation's."""
+    """Runs suite `name`; `options` are run_suite's (split, limit, restart, model_source, ...) and generation's."""
     suite = _suite(name)
-    suite.layout_under(root)  # fail on missing data before the model loads
+    suite.layout_under(root)  # fail on missing data or tools before the model loads
+    require_tools(suite)
     out = out or Path("runs/eval") / name
     report = run_suite(load_model(), suite, root, out, **options)
     print(format_table(suite, report))
-    print(f"predictions: {out / 'predictions.jsonl'}; metrics: {out / METRICS_FILE}")
+    print(f"predictions: {out / PREDICTIONS_FILE}; metrics: {out / METRICS_FILE}")
     return 0
 
 
@@ -44,10 +46,14 @@ def rescore(predictions: Path, spice: bool = False) -> int:
     if len(names) != 1:
         raise SystemExit(f"{predictions}: rows of several suites {sorted(map(str, names))}; score one at a time")
     suite = _suite(names.pop())
+    # run.json describes the predictions.jsonl beside it; older SkyEye versions wrote none.
+    run = read_run(predictions.parent) if predictions.name == PREDICTIONS_FILE else None
+    run = run if run and run.get("suite") == suite.name else None
     report = {
         "suite": suite.name,
-        "split": "saved predictions",
+        "split": run["split"] if run else "saved predictions",
         "items": len(rows),
+        "run": run,
         "metrics": score(suite, rows, spice),
     }
     print(format_table(suite, report))

@@ -2,49 +2,130 @@
 
 Predictions are appended to `predictions.jsonl` batch by batch (one line per item: the prompt, the raw
 answer and the reference), so an interrupted run resumes where it stopped and `skyeye eval score` can
-rescore the file later without a model. Metrics go to `metrics.json` beside it.
+rescore the file later without a model. `run.json` beside it says what produced them (see `record`), and a
+run resumes only the identical run's answers. Metrics go to `metrics.json`, with the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from skyeye.eval.record import RUN_FILE, differences, read_run, run_identity, write_run
 from skyeye.eval.suites import Item, Suite, read_items
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
+CAPTION_METRICS = ("captioning", "reg")  # scored by pycocoevalcap, whose tokenizer and METEOR run on Java
+GREEDY = {"num_beams": 1, "do_sample": False}
+ROW_KEYS = ("id", "prediction", "reference")
+
+
+@dataclass
+class SavedPredictions:
+    rows: list[dict] = field(default_factory=list)
+    torn_line: int | None = None  # the number of a truncated last line (a run killed mid-write), left out
+    complete_bytes: int = 0  # the file's length without that line
+
+
+def load_predictions(path: Path) -> SavedPredictions:
+    """The rows of a predictions file; a corrupt line is an error naming it, unless it is the last one."""
+    saved = SavedPredictions()
+    if not path.is_file():
+        return saved
+    bad: tuple[int, str] | None = None  # the first line that is not JSON, and why
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                saved.complete_bytes += len(line) if bad is None else 0
+                continue
+            if bad is not None:
+                raise ValueError(f"{path}:{bad[0]}: {bad[1]}; delete the line to resume")
+            try:
+                row = json.loads(line)
+            except ValueError as err:  # JSONDecodeError, or UnicodeDecodeError for a character cut in two
+                bad = number, f"not valid JSON ({err})"
+                continue
+            if not isinstance(row, dict) or not all(key in row for key in ROW_KEYS):
+                raise ValueError(f"{path}:{number}: not a prediction (a JSON object with {', '.join(ROW_KEYS)})")
+            saved.rows.append(row)
+            saved.complete_bytes += len(line)
+    saved.torn_line = bad[0] if bad else None
+    return saved
 
 
 def read_predictions(path: Path) -> list[dict]:
-    rows = []
-    if not path.is_file():
-        return rows
-    with path.open() as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err}); delete the line to resume") from err
-    return rows
+    """The saved rows, for scoring; a truncated last line is left out, and said so."""
+    saved = load_predictions(path)
+    if saved.torn_line is not None:
+        say(f"{path}:{saved.torn_line}: truncated last line (a run killed mid-write) left out")
+    return saved.rows
 
 
-def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, batch_size: int,
-            progress: bool = True, **generation) -> list[dict]:  # fmt: skip
-    """Answers every item not yet in out/predictions.jsonl; returns all rows, in item order."""
+def require_tools(suite: Suite) -> None:
+    """Fails before any item is asked when the suite's metric cannot run here."""
+    if suite.metric in CAPTION_METRICS:
+        from skyeye.eval.captioning import require_java
+
+        require_java()
+
+
+def resume(out: Path, run: dict, restart: bool = False) -> dict[str, dict]:
+    """The answers already saved in `out` by this same run; a fresh run.json when there are none.
+
+    Answers of another run (other model, prompt style, split, decoding, limit or data) are refused with what
+    differs, unless `restart` discards them.
+    """
+    path = out / PREDICTIONS_FILE
+    if restart:
+        for name in (PREDICTIONS_FILE, METRICS_FILE, RUN_FILE):
+            (out / name).unlink(missing_ok=True)
+    saved = load_predictions(path)
+    if saved.rows:
+        recorded = read_run(out)
+        if recorded is None:
+            raise ValueError(f"{path}: {len(saved.rows):,} saved predictions but no {RUN_FILE} says what produced "
+                             "them (an older SkyEye, or a file copied in); pass --restart to discard them, or choose "
+                             "another --out")  # fmt: skip
+        changed = differences(recorded, run)
+        if changed:
+            raise ValueError(
+                f"{out}: its {len(saved.rows):,} predictions come from another run ({'; '.join(changed)}); "
+                "pass --restart to discard them, or choose another --out"
+            )
+    if saved.torn_line is not None:
+        os.truncate(path, saved.complete_bytes)
+        say(f"{path}:{saved.torn_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
+    if not saved.rows:
+        write_run(out, run)
+        return {}
+    _end_with_newline(path)
+    say(f"resuming: {len(saved.rows):,} of {run['items']['count']:,} items already answered in {path}")
+    return {row["id"]: row for row in saved.rows}
+
+
+def _end_with_newline(path: Path) -> None:
+    """A last line cut just before its newline still parses: end it, so that the next row starts a line."""
+    if path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
+
+
+def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: dict, batch_size: int,
+            progress: bool = True, restart: bool = False, **generation) -> list[dict]:  # fmt: skip
+    """Answers every item of `run` (`record.run_identity`) not yet in out/predictions.jsonl; all rows, in order."""
     from tqdm import tqdm
 
     path = out / PREDICTIONS_FILE
-    done = {row["id"]: row for row in read_predictions(path) if row.get("suite") == suite.name}
+    done = resume(out, run, restart)
     pending = [item for item in items if item.id not in done]
-    if done:
-        say(f"resuming: {len(done):,} of {len(items):,} items already answered in {path}")
-    out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(items), initial=len(items) - len(pending), desc=suite.name, unit=" items",
                disable=not progress)  # fmt: skip
     with path.open("a") as handle:
@@ -67,7 +148,7 @@ def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
     """The suite's metrics on saved rows (fractions in 0..1); `spice` adds SPICE to captioning when it can run."""
     if not rows:
         raise ValueError(f"suite {suite.name}: no predictions to score")
-    if suite.metric in ("captioning", "reg"):
+    if suite.metric in CAPTION_METRICS:
         from skyeye.eval.captioning import caption_scores
 
         return caption_scores({r["id"]: r["reference"]["references"] for r in rows},
@@ -87,7 +168,13 @@ def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
 
 
 def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = None, limit: int | None = None,
-              batch_size: int = 8, progress: bool = True, spice: bool = False, **generation) -> dict:  # fmt: skip
+              batch_size: int = 8, progress: bool = True, spice: bool = False, restart: bool = False,
+              model_source: str | None = None, **generation) -> dict:  # fmt: skip
+    """Asks, saves and scores; `restart` discards another run's answers in `out`, `model_source` labels the model."""
+    from skyeye.model.answer import DEFAULT_MAX_NEW_TOKENS
+
+    require_tools(suite)
+    split = split or suite.split
     items, rejects = read_items(suite, root, split)
     if rejects:
         reasons: dict[str, int] = {}
@@ -95,14 +182,17 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
             reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
         say(f"{suite.name}: {len(rejects):,} native items could not be read and are not scored: {reasons}")
     if not items:
-        raise ValueError(f"suite {suite.name}: no items in split {split or suite.split} under {root}")
+        raise ValueError(f"suite {suite.name}: no items in split {split} under {root}")
     items = items[:limit] if limit else items
+    # Every setting the answers depend on is passed explicitly, so that run.json records what was used.
+    decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, **generation}
+    run = run_identity(suite.name, split, limit, items, model, model_source, decoding)
     started = time.perf_counter()
-    rows = predict(model, suite, items, root, out, batch_size, progress, **generation)
+    rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, **decoding)
     seconds = time.perf_counter() - started
     metrics = score(suite, rows, spice)
-    report = {"suite": suite.name, "split": split or suite.split, "items": len(rows), "unread": len(rejects),
-              "seconds": round(seconds, 1), "metrics": metrics}  # fmt: skip
+    report = {"suite": suite.name, "split": split, "items": len(rows), "unread": len(rejects),
+              "seconds": round(seconds, 1), "run": run, "metrics": metrics}  # fmt: skip
     (out / METRICS_FILE).write_text(json.dumps(report, indent=1))
     return report
 

@@ -15,6 +15,7 @@ from skyeye.data.sources.base import ADAPTER_OPTIONS, ADAPTERS, Example, Reject,
 from skyeye.settings import ConfigError, build, read_yaml_mapping
 
 METRICS = ("captioning", "vqa", "grounding", "scene", "reg")
+RENDERING_ADAPTERS = ("synthetic",)  # they write their data under the root rather than read it there
 CAPTION_PROMPT = "Briefly describe this image."
 
 
@@ -36,7 +37,7 @@ class Suite:
 
     def layout_under(self, root: Path) -> Layout:
         for layout in self.layouts:
-            if (root / layout.path).exists():
+            if (root / layout.path).exists() or layout.adapter in RENDERING_ADAPTERS:
                 return layout
         tried = ", ".join(str(root / layout.path) for layout in self.layouts)
         raise FileNotFoundError(f"suite {self.name}: no data found under --data-root {root} (looked for {tried})")

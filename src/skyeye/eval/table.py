@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyeye.eval.record import describe_run
 from skyeye.eval.suites import Suite
 
 
@@ -25,12 +26,13 @@ def headline(metric: str, metrics: dict) -> dict[str, float]:
 
 
 def format_table(suite: Suite, report: dict) -> str:
+    """The table, under a header naming the split and what produced the numbers (`report["run"]`)."""
     ours = headline(suite.metric, report["metrics"])
     columns = list(ours) + [name for name in suite.paper if name not in ours]
     width = max(8, *(len(c) for c in columns))
     label = 20
     timing = f", {report['seconds']:.0f} s" if "seconds" in report else ""
-    lines = [f"{suite.name} ({report['split']}, {report['items']:,} items{timing})",
+    lines = [f"{suite.name} ({report['split']}, {report['items']:,} items{timing})", describe_run(report.get("run")),
              "model".ljust(label) + "".join(c.rjust(width + 2) for c in columns)]  # fmt: skip
 
     def row(name: str, values: dict[str, float]) -> str:
