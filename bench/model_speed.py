@@ -23,7 +23,7 @@ from skyeye.prompts import Conversation
 def _batch(model, size: int):
     conv = Conversation().ask("Briefly describe this image.", "caption")
     conv.answer("many buildings and some green trees are around a playground with a red track")
-    sample = encode(conv.segments(), model.tokenizer, model.cfg.visual_tokens_per_image)
+    sample = encode(conv.segments(model.cfg.prompt_style), model.tokenizer, model.cfg.visual_tokens_per_image)
     batch = collate([sample] * size, model.tokenizer.pad_token_id)
     side = model.cfg.vision.image_size
     return {"pixels": torch.randn(size, 3, side, side), **batch}

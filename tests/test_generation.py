@@ -63,7 +63,7 @@ def test_history_continues_the_conversation(small_model):
     second = small_model.ask(img, "and where?", history=first.conversation, max_new_tokens=4)
     assert len(second.conversation.turns) == 2
     assert second.prompt.count("<ImageHere>") == 1
-    assert f"[/INST] {first.text}</s>[INST] and where? [/INST]" in second.prompt
+    assert f"[/INST] {first.text}</s><s>[INST] and where? [/INST]" in second.prompt
     assert len(first.conversation.turns) == 1, "the caller's history is not modified"
 
 
@@ -88,5 +88,5 @@ def test_mismatched_inputs_are_clear_errors(small_model):
         conv = Conversation().ask("q")
         from skyeye.model.inputs import collate, encode
 
-        batch = collate([encode(conv.segments(), small_model.tokenizer, 4)], 0)
+        batch = collate([encode(conv.segments("skyeye"), small_model.tokenizer, 4)], 0)
         small_model(**batch)

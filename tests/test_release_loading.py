@@ -170,6 +170,42 @@ def test_wrong_shapes_and_unknown_eva_keys_are_named(files):
         load_release(None, root / "eva_bad.pth", root / "llama", cfg=CFG)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_pth_is_named_in_one_line(files, tmp_path, damage):
+    root, _ = files
+    data = (root / "skyeyegpt.pth").read_bytes()
+    for name in ("skyeyegpt.pth", "eva_vit_g.pth"):
+        broken = tmp_path / name
+        broken.write_bytes(
+            {"truncated": data[: len(data) // 2], "garbage": bytes(range(256)) * 4, "empty": b""}[damage]
+        )
+        paths = {"skyeyegpt.pth": root / "skyeyegpt.pth", "eva_vit_g.pth": root / "eva_vit_g.pth", name: broken}
+        with pytest.raises(CheckpointError, match="truncated or damaged") as err:
+            load_release(paths["skyeyegpt.pth"], paths["eva_vit_g.pth"], root / "llama", cfg=CFG)
+        assert str(err.value).startswith(f"{broken}: ") and "\n" not in str(err.value)
+
+
+def test_integer_and_non_finite_release_tensors_are_named(files):
+    root, _ = files
+    state = _release_state()
+    state["llama_proj.bias"] = state["llama_proj.bias"].long()
+    torch.save({"model": state}, root / "ints.pth")
+    with pytest.raises(CheckpointError, match=r"ints\.pth: llama_proj\.bias holds int64 values"):
+        _load(root, "ints.pth")
+    eva = _eva_state()
+    eva["blocks.1.mlp.fc1.bias"] = eva["blocks.1.mlp.fc1.bias"].int()
+    torch.save(eva, root / "eva_ints.pth")
+    with pytest.raises(CheckpointError, match=r"eva_ints\.pth: blocks\.1\.mlp\.fc1\.bias holds int32 values"):
+        load_release(None, root / "eva_ints.pth", root / "llama", cfg=CFG)
+
+    state = _release_state()
+    state["llama_model.base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"][0, 0] = float("nan")
+    torch.save({"model": state}, root / "nan.pth")
+    model = _load(root, "nan.pth")
+    with pytest.raises(CheckpointError, match=r"nan\.pth: llama_model\.model\.layers\.1\.self_attn\.v_proj\.lora_B"):
+        model.ask(_image(), "what is it?", max_new_tokens=2)
+
+
 def test_a_foreign_tensor_in_the_llama_folder_is_named(files, tmp_path):
     import shutil
 
@@ -184,6 +220,10 @@ def test_a_foreign_tensor_in_the_llama_folder_is_named(files, tmp_path):
     with pytest.raises(
         CheckpointError, match=r"llama: the tensors do not match[\s\S]*unexpected: model\.extra\.weight"
     ):
+        load_release(None, root / "eva_vit_g.pth", llama, cfg=CFG)
+    data = (llama / "model.safetensors").read_bytes()
+    (llama / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"^{llama}: a \.safetensors file is not readable, truncated"):
         load_release(None, root / "eva_vit_g.pth", llama, cfg=CFG)
 
 
@@ -215,6 +255,10 @@ def test_convert_writes_a_folder_that_loads_to_the_same_model(files, tmp_path, m
         == 0
     )
     original, converted = _load(root), load_model(out)
+    assert "prompt_style: minigptv2" in (out / "skyeye.yaml").read_text()
+    assert original.cfg.prompt_style == converted.cfg.prompt_style == "minigptv2"
+    assert _load(root, None).cfg.prompt_style == "skyeye", "bare MiniGPT-v2 parts (to train) keep the config's"
+    assert load_model(out, prompt_style="skyeye").cfg.prompt_style == "skyeye"
     assert original.state_dict().keys() == converted.state_dict().keys()
     assert all(torch.equal(v, converted.state_dict()[k]) for k, v in original.state_dict().items())
     pixels = torch.randn(1, 3, 56, 56)
@@ -224,6 +268,74 @@ def test_convert_writes_a_folder_that_loads_to_the_same_model(files, tmp_path, m
         converted.ask(_image(), "what is it?", max_new_tokens=5),
     )
     assert a.text == b.text
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {name: param for name, param in model.named_parameters() if param.requires_grad}
+
+
+def test_trainable_parts_stay_float32_over_a_half_precision_base_and_learn(files):
+    root, _ = files
+    model = _load(root, dtype="float16")
+    trainable = _trainable(model)
+    assert {n.split(".")[0] for n in trainable} == {"llama_proj", "llama_model"} and any(
+        "lora_" in n for n in trainable
+    )
+    assert {p.dtype for p in trainable.values()} == {torch.float32}
+    assert {p.dtype for n, p in model.named_parameters() if n not in trainable} == {torch.float16}
+    assert torch.equal(model.llama_proj.weight, _release_state()["llama_proj.weight"]), "loaded without rounding"
+
+    model.train()
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-5)
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    sample = _tokens(model, "[vqa] what is it? [/INST] a blue field")
+    pixels = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    model(pixels=pixels, labels=sample["input_ids"], **sample).loss.backward()
+    optimizer.step()
+    for name, param in trainable.items():
+        # A step of lr is lost in half precision for every weight above ~0.02; in float32 every weight with a
+        # gradient moves (a gradient below Adam's eps gives a step below the rounding of the weight).
+        moved = param != before[name]
+        assert moved[param.grad.abs() > 1e-7].all(), f"{name}: {(~moved).sum()} of {moved.numel()} did not move"
+        assert moved.float().mean() > 0.999, name
+
+
+def test_a_half_precision_model_answers_like_the_float32_one(files):
+    root, _ = files
+    half, full = _load(root, dtype="float16"), _load(root, dtype="float32")
+    sample = _tokens(full, "[vqa] what is it? [/INST]")
+    pixels = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        half_logits, full_logits = half(pixels=pixels, **sample).logits, full(pixels=pixels, **sample).logits
+    assert half_logits.dtype == torch.float16 and torch.isfinite(half_logits).all()
+    torch.testing.assert_close(half_logits.float(), full_logits, rtol=0, atol=0.05)
+    assert (
+        half.ask(_image(), "what is it?", max_new_tokens=4).text
+        == full.ask(_image(), "what is it?", max_new_tokens=4).text
+    )
+
+
+def test_every_load_keeps_the_trainable_parts_float32(files, tmp_path):
+    root, _ = files
+    _load(root, dtype="float16").save_pretrained(tmp_path / "saved")
+    for model in (load_model(tmp_path / "saved"), load_model("tiny", dtype="float16")):
+        assert model.cfg.dtype == "float16" and model.llama_model.lm_head.weight.dtype == torch.float16
+        assert {p.dtype for p in _trainable(model).values()} == {torch.float32}
+        model.set_trainable(["alignment", "lora", "vision"])
+        assert {p.dtype for p in _trainable(model).values()} == {torch.float32}
+        assert model.visual_encoder(torch.randn(1, 3, *(2 * [model.cfg.vision.image_size]))).isfinite().all()
+    reloaded = load_model(tmp_path / "saved").state_dict()
+    original = _load(root, dtype="float16").state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in original.items()), "the saved folder keeps fp32 parts exactly"
+
+
+def _tokens(model, text: str) -> dict[str, torch.Tensor]:
+    from skyeye.model.inputs import collate, encode
+    from skyeye.prompts import Conversation
+
+    segments = Conversation().ask(text).segments(model.cfg.prompt_style)
+    batch = collate([encode(segments, model.tokenizer, model.cfg.visual_tokens_per_image)], 0)
+    return {k: batch[k] for k in ("input_ids", "image_mask", "attention_mask")}
 
 
 def test_a_release_pth_without_its_companions_explains_what_is_needed(files):

@@ -2,12 +2,20 @@
 
 A conversation about one or more images is rendered as
 
-    <s>[INST] <Img><ImageHere></Img> [caption] Briefly describe this image. [/INST] answer</s>[INST] next [/INST]
+    <s>[INST] <Img><ImageHere></Img> [caption] Briefly describe this image. [/INST] answer</s><s>[INST] next [/INST]
 
 Rendering yields segments rather than one string because MiniGPT-v2 tokenises the text around each
-`<ImageHere>` separately (only the very first piece gets BOS) and splices the image embeddings in between;
-each segment also says whether the model learns it (assistant answers and their end token) or not
-(everything the user or the template wrote).
+`<ImageHere>` separately and splices the image embeddings in between; BOS and EOS are segments of their
+own, so they become token ids and never text a tokenizer might split. Every turn opens with BOS, as
+MiniGPT-v2 trains and chats (`"<s>" + "[INST] ... [/INST]"` for each follow-up question). Each segment also
+says whether the model learns it (assistant answers and their end token) or not (everything the user or
+the template wrote).
+
+Prompt styles (`SkyEyeConfig.prompt_style`, the one place a model's style is set):
+- `skyeye`: exactly the sequence MiniGPT-v2 trains on (one BOS per turn);
+- `minigptv2`: the prompt of MiniGPT-v2's evaluation scripts and demo, whose text starts with `<s>[INST]`
+  while the tokenizer adds a BOS of its own: two BOS at the very start, otherwise identical. Released
+  SkyEyeGPT / MiniGPT-v2 weights were evaluated this way.
 
 Task identifiers tell the model which skill is asked for. User-facing task names map onto them here and
 nowhere else:
@@ -32,9 +40,9 @@ IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_SLOT = "<Img><ImageHere></Img>"
 INSTRUCTION_TEMPLATE = "[INST] {} [/INST]"
 BOS, EOS = "<s>", "</s>"
-# How a conversation is turned into tokens: "skyeye" (one BOS per turn, as MiniGPT-v2 trains) or "minigptv2"
-# (its evaluation scripts and demo: the text "<s>[INST]" after the tokenizer's own BOS, so two BOS first).
-PROMPT_STYLES = ("skyeye", "minigptv2")
+PROMPT_STYLES = ("skyeye", "minigptv2")  # see the module docstring
+# MiniGPT-v2 trains on one BOS per turn whatever prompt its evaluation and demo use, and so does SkyEye.
+TRAINING_STYLE = "skyeye"
 
 IDENTIFIERS = ("[caption]", "[vqa]", "[refer]", "[identify]", "[detection]", "[grounding]")
 TASKS: dict[str, str | None] = {
@@ -78,9 +86,9 @@ class Turn:
 
 @dataclass(frozen=True)
 class Segment:
-    """One piece of a rendered conversation: text, an image slot, or the end-of-answer token."""
+    """One piece of a rendered conversation: text, an image slot, or a begin / end token."""
 
-    kind: str  # "text" | "image" | "eos"
+    kind: str  # "bos" | "text" | "image" | "eos"
     text: str = ""
     learn: bool = False
     image_index: int = -1
@@ -114,14 +122,17 @@ class Conversation:
     def copy(self) -> Conversation:
         return Conversation(self.num_images, [Turn(t.user, t.assistant) for t in self.turns])
 
-    def segments(self) -> list[Segment]:
-        """Renders every turn; an unanswered last turn ends the prompt for generation."""
+    def segments(self, style: str) -> list[Segment]:
+        """Renders every turn in a prompt style (PROMPT_STYLES); an unanswered last turn ends the prompt."""
         if not self.turns:
             raise PromptError("the conversation has no turns")
-        pieces: list[Segment] = []
+        if style not in PROMPT_STYLES:
+            raise PromptError(f"unknown prompt style {style!r}; known styles: {', '.join(PROMPT_STYLES)}")
+        pieces = [Segment("bos", BOS)] if style == "minigptv2" else []
         for number, turn in enumerate(self.turns):
             if turn.assistant is None and number != len(self.turns) - 1:
                 raise PromptError(f"turn {number + 1} has no answer but is not the last turn")
+            pieces.append(Segment("bos", BOS))
             pieces.extend(self._user_segments(turn.user, with_images=number == 0))
             if turn.assistant is not None:
                 pieces.append(Segment("text", turn.assistant, learn=True))
@@ -142,4 +153,4 @@ class Conversation:
 
 def render_text(segments: list[Segment]) -> str:
     """The conversation as one human-readable string (for logs and `--json` output)."""
-    return BOS + "".join(s.text if s.kind != "text" or not s.learn else f" {s.text}" for s in segments)
+    return "".join(s.text if s.kind != "text" or not s.learn else f" {s.text}" for s in segments)

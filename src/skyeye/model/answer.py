@@ -80,7 +80,7 @@ def _ask_batch(model, images, texts, tasks, histories, **generation) -> list[Ans
         conversation = history.copy() if history is not None else Conversation(num_images=len(frame_list))
         conversations.append(conversation.ask(text, task))
     pixels = vision.to_pixels([f.image for fl in frames for f in fl]).to(model.device)
-    segments = [c.segments() for c in conversations]
+    segments = [c.segments(model.cfg.prompt_style) for c in conversations]
     encoded = [
         encode(s, tokenizer, model.cfg.visual_tokens_per_image, max_length=model.cfg.max_context_len) for s in segments
     ]

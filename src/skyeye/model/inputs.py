@@ -1,9 +1,10 @@
 """Rendered conversations → token ids, loss labels and image positions; and batching them.
 
-Every text segment is tokenised on its own without special tokens, as MiniGPT-v2 does, and only the very
-first token of a sample is BOS. Image slots become `tokens_per_image` positions flagged in `image_mask`;
-their ids are the pad id and are never looked up for meaning (the model overwrites their embeddings with
-visual tokens). Labels are IGNORE_INDEX everywhere except assistant answers and their end token.
+Every text segment is tokenised on its own without special tokens, as MiniGPT-v2 does; BOS and EOS
+segments become their token ids (the prompt style decides where BOS goes, see `skyeye.prompts`). Image
+slots become `tokens_per_image` positions flagged in `image_mask`; their ids are the pad id and are never
+looked up for meaning (the model overwrites their embeddings with visual tokens). Labels are IGNORE_INDEX
+everywhere except assistant answers and their end token.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ def encode(
     Answers longer than `max_answer_tokens` are cut (MiniGPT-v2's `max_txt_len`); a sample longer than
     `max_length` loses its tail, which is flagged in `truncated`. The prompt up to the first answer must fit.
     """
-    ids, labels, image_mask = [tokenizer.bos_token_id], [IGNORE_INDEX], [False]
+    ids: list[int] = []
+    labels: list[int] = []
+    image_mask: list[bool] = []
     truncated = False
     for segment in segments:
         if segment.kind == "image":
             piece = [tokenizer.pad_token_id] * tokens_per_image
+        elif segment.kind == "bos":
+            piece = [tokenizer.bos_token_id]
         elif segment.kind == "eos":
             piece = [tokenizer.eos_token_id]
         else:

@@ -28,7 +28,13 @@ from pathlib import Path
 
 import torch
 
-from skyeye.model.checkpoint import CheckpointError, describe_mismatch, rebuild_computed_buffers
+from skyeye.model.checkpoint import (
+    CheckpointError,
+    assign_state,
+    describe_mismatch,
+    fitted,
+    rebuild_computed_buffers,
+)
 from skyeye.model.config import LLMConfig, SkyEyeConfig, load_preset
 from skyeye.model.tokenizer import load_tokenizer
 
@@ -51,13 +57,21 @@ def torch_load(path: str | Path, allow_pickle: bool = False) -> dict:
                 raise
             return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged?") from err
         raise CheckpointError(
-            f"{path}: holds Python objects beyond tensors and was refused ({err}). If you trust the file, "
+            f"{path}: holds Python objects beyond tensors ({refused[1]}) and was refused. If you trust the file, "
             "load it with allow_pickle=True (CLI: --trust-pickle)."
         ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "it ends early"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged? ({reason})") from err
 
 
-def _unwrap(state: dict, path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def _unwrap(state, path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
     for key in keys:
         if key in state and isinstance(state[key], dict):
             state = state[key]
@@ -76,33 +90,26 @@ def load_eva_tower(path: str | Path, cfg: SkyEyeConfig, dtype: torch.dtype, allo
     state = _unwrap(torch_load(path, allow_pickle), path, ("model", "state_dict", "module"))
     state = {k.removeprefix("visual_encoder."): v for k, v in state.items()}
     with torch.device("meta"):
-        tower = build_vision_tower(cfg.vision)
+        tower = build_vision_tower(cfg.vision).to(dtype)
     kept = tower.adapt_state_dict(state)
     ignored = sorted(set(state) - set(kept))
     ignored += [k for k in kept if any(re.fullmatch(p, k) for p in IGNORED_EVA_PATTERNS)]
-    kept = {k: v.to(dtype) for k, v in kept.items() if k not in ignored}
-    expected = dict(tower.state_dict())
-    wrong_shape = [
-        f"{k} {tuple(v.shape)} (model {tuple(expected[k].shape)})"
-        for k, v in kept.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if wrong_shape:
-        raise CheckpointError(f"{path}: tensors of the wrong shape for vision {cfg.vision}: {', '.join(wrong_shape)}")
-    result = tower.load_state_dict(kept, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(describe_mismatch(str(path), result.missing_keys, result.unexpected_keys))
+    assign_state(tower, {k: v for k, v in kept.items() if k not in ignored}, str(path))
     return tower, ignored
 
 
 def load_llama(folder: str | Path, dtype: torch.dtype):
     """LLaMA and its tokenizer from a Hugging Face folder, and the LLM config read from it."""
+    from safetensors import SafetensorError
     from transformers import LlamaForCausalLM
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a Hugging Face LLaMA folder (no config.json)")
-    llm, report = LlamaForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+    try:
+        llm, report = LlamaForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+    except SafetensorError as err:
+        raise CheckpointError(f"{folder}: a .safetensors file is not readable, truncated or damaged? ({err})") from err
     missing, unexpected = sorted(report["missing_keys"]), sorted(report["unexpected_keys"])
     mismatched = sorted(str(k) for k in report["mismatched_keys"])
     if missing or unexpected or mismatched:
@@ -175,12 +182,17 @@ def load_release(
         cfg = release_lora_settings(release, cfg)
     tower, ignored = load_eva_tower(eva, cfg, target, allow_pickle)
     llm, tokenizer, llm_cfg = load_llama(llama, target)
-    cfg = replace(cfg, llm=llm_cfg, dtype=str(target).removeprefix("torch."), tokenizer=None).validate(str(llama))
+    # Released weights are meant to run with MiniGPT-v2's own evaluation prompt (see skyeye.prompts).
+    style = "minigptv2" if checkpoint is not None else cfg.prompt_style
+    dtype_name = str(target).removeprefix("torch.")
+    cfg = replace(cfg, llm=llm_cfg, dtype=dtype_name, tokenizer=None, prompt_style=style).validate(str(llama))
     model = SkyEye(cfg, tokenizer, vision_tower=tower, llm=llm)
     model.ln_vision.to(target)
-    model.llama_proj.to(target)
+    model.set_trainable(cfg.trainable)  # the alignment layer and LoRA learn in float32 over the half base
+    model.weight_files = {"vision": str(eva), "llm": str(llama)}
     if release:
         _load_trained_part(model, release, checkpoint)
+        model.weight_files.update(alignment=str(checkpoint), lora=str(checkpoint))
     rebuild_computed_buffers(model)
     log.info("EVA tower %s: %d documented tensors dropped (%s)", eva, len(ignored), ", ".join(ignored[:6]))
     return model
@@ -196,13 +208,8 @@ def _load_trained_part(model, release: dict[str, torch.Tensor], checkpoint: Path
             unexpected.append(key)
         elif name in mapped:
             raise CheckpointError(f"{checkpoint}: two tensors map to {name} (both peft spellings present?)")
-        elif tensor.shape != model_state[name].shape:
-            raise CheckpointError(
-                f"{checkpoint}: {key} has shape {tuple(tensor.shape)}, the model expects "
-                f"{tuple(model_state[name].shape)} at {name}"
-            )
         else:
-            mapped[name] = tensor
+            mapped[name] = fitted(str(checkpoint), key, tensor, model_state[name])
     required = {k for k in model_state if ".lora_" in k or k.startswith("llama_proj.")}
     missing = sorted(required - set(mapped))
     if unexpected or missing:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from skyeye.model.checkpoint import CheckpointError
 from skyeye.model.config import ConfigError, SkyEyeConfig
 from skyeye.model.vision import build_vision_tower
 
@@ -65,6 +66,9 @@ class SkyEye(nn.Module):
         if cfg.lora.r:
             self._inject_lora()
         self.set_trainable(cfg.trainable)
+        # Where each part's weights were read from (loaders fill it in), to name the file a bad tensor came from.
+        self.weight_files: dict[str, str] = {}
+        self._output_check = self.llama_model.get_output_embeddings().register_forward_hook(self._check_output)
 
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -77,9 +81,47 @@ class SkyEye(nn.Module):
         inject_adapter_in_model(config, self, low_cpu_mem_usage=self.llama_proj.weight.is_meta)
 
     def set_trainable(self, parts: Sequence[str]) -> None:
-        """Which parts learn: any of vision, alignment, llm, lora; everything else is frozen."""
+        """Which parts learn: any of vision, alignment, llm, lora; everything else is frozen.
+
+        Learning parameters are kept in float32 whatever dtype the frozen base uses, as MiniGPT-v2 does: in
+        half precision an optimizer step smaller than the weight's rounding step is lost.
+        """
         for name, param in self.named_parameters():
             param.requires_grad = parameter_part(name) in parts
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+
+    def to_dtype(self, dtype: torch.dtype) -> SkyEye:
+        """Frozen parameters and buffers in `dtype`; learning parameters stay float32 (see set_trainable)."""
+        learning = {name: param.detach() for name, param in self.named_parameters() if param.requires_grad}
+        self.to(dtype)
+        for name, param in self.named_parameters():
+            if name in learning:
+                param.data = learning[name]
+        return self
+
+    def _check_output(self, module, inputs, logits: torch.Tensor) -> None:
+        """NaN or infinite weights make every answer empty; the first forward pass says which tensor holds them.
+
+        Checking the last position of the first output costs nothing, while scanning every weight at load
+        would read all of a memory-mapped 7B checkpoint; the scan runs only once an output is not finite.
+        """
+        if torch.isfinite(logits[..., -1, :]).all():
+            self._output_check.remove()
+            return
+        bad = [
+            name
+            for name, tensor in [*self.named_parameters(), *self.named_buffers()]
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
+        if bad:
+            more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+            source = self.weight_files.get(parameter_part(bad[0]), f"model {self.cfg.name}")
+            raise CheckpointError(f"{source}: {bad[0]} holds NaN or infinite values{more}")
+        raise ValueError(
+            f"model {self.cfg.name}: its output is not finite although every weight is finite; the activations "
+            f"overflow {self.dtype}? load it with dtype bfloat16 or float32 (--dtype)"
+        )
 
     def train(self, mode: bool = True) -> SkyEye:
         """A frozen vision tower stays in eval mode, so its batch norms keep the statistics they learned."""
@@ -105,7 +147,8 @@ class SkyEye(nn.Module):
         batch, patches, width = features.shape
         # Row-major groups of 4 consecutive patches (horizontal neighbours), exactly MiniGPT-v2's view.
         merged = features.reshape(batch, patches // self.cfg.merge_tokens, width * self.cfg.merge_tokens)
-        return self.llama_proj(merged)
+        # A learning alignment layer is float32 while a frozen tower may give half-precision features.
+        return self.llama_proj(merged.to(self.llama_proj.weight.dtype))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.project_visual(self.visual_features(pixels))

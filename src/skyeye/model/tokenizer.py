@@ -37,6 +37,12 @@ def load_tokenizer(path: str | Path):
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer folder not found: {path}")
+    if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file() and not _has_sentencepiece():
+        # transformers would fail with advice about tiktoken, which is wrong for LLaMA's tokenizer.model.
+        raise ValueError(
+            f"{path / 'tokenizer.model'} is a sentencepiece tokenizer, which needs the sentencepiece and protobuf "
+            "packages: pip install sentencepiece protobuf"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no BOS/EOS token; SkyEye needs LLaMA's <s> and </s>")
@@ -44,6 +50,16 @@ def load_tokenizer(path: str | Path):
         # Padding is masked out of attention and loss, so any existing id serves; <unk> avoids a new token.
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer
+
+
+def _has_sentencepiece() -> bool:
+    """Whether transformers can convert a bare sentencepiece `tokenizer.model` (SkyEye depends on both)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("sentencepiece") is not None and find_spec("google.protobuf") is not None
+    except ModuleNotFoundError:  # no `google` package at all
+        return False
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):

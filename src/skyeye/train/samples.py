@@ -16,7 +16,7 @@ from skyeye.boxes import parse_boxes
 from skyeye.data.record import Record
 from skyeye.images import load_image
 from skyeye.model.inputs import Encoded, TooLongError, collate, encode
-from skyeye.prompts import Conversation
+from skyeye.prompts import TRAINING_STYLE, Conversation
 from skyeye.train.config import AugmentConfig
 
 
@@ -76,8 +76,8 @@ class SampleMaker:
     def __call__(self, record: Record, root: Path, epoch: int, index: int) -> Sample | None:
         try:
             encoded = encode(
-                conversation_of(record).segments(), self.tokenizer, self.cfg.visual_tokens_per_image,
-                max_answer_tokens=self.cfg.max_txt_len, max_length=self.max_length,
+                conversation_of(record).segments(TRAINING_STYLE), self.tokenizer,
+                self.cfg.visual_tokens_per_image, max_answer_tokens=self.cfg.max_txt_len, max_length=self.max_length,
             )  # fmt: skip
         except TooLongError:
             self.skipped["prompt longer than max_length"] += 1
