@@ -1,6 +1,7 @@
 """The tower phase of training: labels from answers, learning, and the hand-over to instruction tuning."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,43 @@ def test_tower_learns_the_answers_then_hands_over_to_instruction_tuning(scenes, 
     final = trainer.run()
     saved = load_file(str(final / "model.safetensors"))
     assert all(torch.equal(tower[k], saved[f"visual_encoder.{k}"]) for k in tower), "the frozen tower changed"
+
+
+def test_a_killed_tower_phase_resumes_where_it_stopped(scenes, tmp_path, tokenizer, monkeypatch):
+    from skyeye.model.skyeye import SkyEye
+    from skyeye.train import tower
+    from skyeye.train.config import DataSpec, TowerConfig
+
+    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
+    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 32, 8, 16
+    cfg.vision.depth = 1
+    spec = DataSpec(records=str(scenes), root=str(scenes), sources=["scene"])
+    phase = TowerConfig(data=[spec], epochs=4, batch_size=4, lr=1e-2, eval_every=2, save_every=2)  # 5 steps/epoch
+    calls = {"n": 0}
+    real_augmented = tower.augmented
+
+    def counted(*args, kill_at=None):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt("killed")
+        return real_augmented(*args)
+
+    def run(out: Path, kill_at=None):
+        torch.manual_seed(0)
+        model = SkyEye(cfg, tokenizer)
+        calls["n"] = 0
+        monkeypatch.setattr(tower, "augmented", lambda *args: counted(*args, kill_at=kill_at))
+        return model, tower.pretrain_tower(model, phase, out, seed=0, progress=False)
+
+    straight, straight_report = run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at=13)  # in epoch 3, after the checkpoint of epoch 2
+    resumed, resumed_report = run(tmp_path / "killed")
+    assert calls["n"] == 10, "the resumed phase did not start at epoch 3"
+    assert resumed_report == straight_report
+    expected = straight.visual_encoder.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in resumed.visual_encoder.state_dict().items())
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["tower.json", "tower.safetensors"]
 
 
 def test_augmented_views_are_seeded_crops_flips_and_quarter_turns():

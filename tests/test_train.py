@@ -131,6 +131,8 @@ def test_killed_and_resumed_run_reaches_the_same_weights(records, model_yaml, tm
     # A crash in the middle of writing the next checkpoint leaves a .partial folder that must be ignored.
     state.partial_path(tmp_path / "b", 6).mkdir(parents=True)
     assert state.latest(tmp_path / "b").name == "step-0000003"
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as log:  # and a kill in the middle of a log line
+        log.write('{"step": 5, "lo')
 
     resumed = Trainer(_config(records, model_yaml, tmp_path / "b"), progress=False)
     assert resumed.resume() and resumed.progress.step == 3
@@ -139,6 +141,65 @@ def test_killed_and_resumed_run_reaches_the_same_weights(records, model_yaml, tm
     b = load_file(tmp_path / "b" / "checkpoints" / "step-0000006" / "trainable.safetensors")
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run's"
+    logged = [[(m["step"], m["loss"]) for m in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
+              for run in ("a", "b")]  # fmt: skip
+    assert logged[1] == logged[0] and [step for step, _ in logged[0]] == list(range(1, 7))
+
+
+def _tiny_checkpoint(folder: Path):
+    """A published checkpoint of a one-layer model after one step: state.py alone, no Trainer."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    partial = state.write_partial(folder, model, optimizer, scheduler, state.Progress(step=1))
+    state.save_rng(partial, 0)
+    return state.publish(partial, keep=2), model, optimizer, scheduler
+
+
+class RunsCode:
+    """Unpickling this creates a folder: what a crafted run folder could do with any other code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng-0.pt"])
+def test_resume_refuses_a_checkpoint_file_that_would_run_code(tmp_path, name):
+    checkpoint, model, optimizer, scheduler = _tiny_checkpoint(tmp_path / "run")
+    marker = tmp_path / "code-ran"
+    torch.save({"state": RunsCode(marker), "param_groups": []}, checkpoint / name)
+    with pytest.raises(ValueError, match=rf"^{checkpoint / name}: refused: .*posix.mkdir") as error:
+        state.load(checkpoint, model, optimizer, scheduler)
+    assert not marker.exists(), "resuming ran code from the checkpoint"
+    assert "\n" not in str(error.value)
+    (checkpoint / name).write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=rf"^{checkpoint / name}: not a readable torch file"):
+        state.load(checkpoint, model, optimizer, scheduler)
+
+
+def test_resume_restores_every_rng_from_plain_data_and_reads_the_older_numpy_form(tmp_path):
+    import random
+
+    checkpoint, model, optimizer, scheduler = _tiny_checkpoint(tmp_path / "run")
+    assert torch.load(checkpoint / "rng-0.pt", weights_only=True)  # tensors and plain data only, no allowlist
+
+    def draws():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    saved = draws()
+    state.load(checkpoint, model, optimizer, scheduler)
+    assert draws() == saved
+    older = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    torch.save(older, checkpoint / "rng-0.pt")
+    saved = draws()
+    state.load(checkpoint, model, optimizer, scheduler)
+    assert draws() == saved
 
 
 def test_visual_cache_gives_the_same_step_as_pixels(records, model_yaml, tmp_path):

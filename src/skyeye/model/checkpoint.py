@@ -10,16 +10,19 @@ memory stays close to the size of the weights themselves.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
-from skyeye.model.config import SkyEyeConfig
+from skyeye import atomic
+from skyeye.model.config import TRAINABLE_PARTS, SkyEyeConfig
 from skyeye.model.tokenizer import load_tokenizer, resolve_tokenizer_path
 
 CONFIG_FILE = "skyeye.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_ENTRIES = {CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR}
 
 
 class CheckpointError(ValueError):
@@ -31,21 +34,32 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def save_checkpoint(model, folder: str | Path, state: dict | None = None) -> Path:
-    """Writes the folder; `state` replaces model.state_dict() (e.g. weights gathered from sharded processes)."""
+    """Writes the folder whole or not at all (see skyeye.atomic), replacing a checkpoint already there;
+    `state` replaces model.state_dict() (e.g. weights gathered from sharded processes)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder).absolute()
+    foreign = sorted(set(os.listdir(folder)) - CHECKPOINT_ENTRIES) if folder.is_dir() else []
+    if folder.is_file() or foreign:
+        what = "is a file" if folder.is_file() else f"holds {', '.join(foreign[:5])}"
+        raise CheckpointError(f"{folder}: {what}, not a checkpoint to replace; save into a new or empty folder")
+    partial = atomic.begin_folder(folder)
     cfg = SkyEyeConfig.from_dict(model.cfg.to_dict())
     cfg.tokenizer = TOKENIZER_DIR
-    cfg.to_yaml(folder / CONFIG_FILE)
-    model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    cfg.to_yaml(partial / CONFIG_FILE)
+    model.tokenizer.save_pretrained(str(partial / TOKENIZER_DIR))
     state = {k: v.detach().contiguous().cpu() for k, v in (state or model.state_dict()).items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "skyeye", "lora": "separate"})
-    return folder
+    save_file(state, str(partial / WEIGHTS_FILE), metadata={"format": "skyeye", "lora": "separate"})
+    return atomic.publish_folder(partial)
 
 
 def load_checkpoint(folder: str | Path, dtype: str | None = None):
+    """The model of a checkpoint folder; frozen parts in the config's dtype (or `dtype`), learning parts float32.
+
+    Values are not scanned for NaN or infinity here (that would read every byte of a memory-mapped 14 GB
+    file at load): the model checks its first output instead and then names the tensor (SkyEye.weight_files).
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from skyeye.model.skyeye import SkyEye
@@ -59,19 +73,40 @@ def load_checkpoint(folder: str | Path, dtype: str | None = None):
     if not weights.is_file():
         raise CheckpointError(f"{folder}: no {WEIGHTS_FILE} beside {CONFIG_FILE}")
     with torch.device("meta"):
-        model = SkyEye(cfg, tokenizer)
-    target = getattr(torch, cfg.dtype)
-    state = {k: v.to(target) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        model = SkyEye(cfg, tokenizer).to_dtype(getattr(torch, cfg.dtype))
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file, truncated or damaged? ({err})") from err
     assign_state(model, state, str(weights))
+    rebuild_computed_buffers(model)
+    model.weight_files = dict.fromkeys(TRAINABLE_PARTS, str(weights))
     return model
 
 
-def assign_state(model, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Assigns `state` into a meta-built model; every model tensor must come from `state` and vice versa."""
-    result = model.load_state_dict(state, strict=False, assign=True)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(describe_mismatch(origin, result.missing_keys, result.unexpected_keys))
-    rebuild_computed_buffers(model)
+def assign_state(module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Assigns `state` into a meta-built module, each tensor in the dtype the module gives it (see
+    SkyEye.to_dtype); every module tensor must come from `state` and vice versa."""
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(describe_mismatch(origin, missing, unexpected))
+    module.load_state_dict({k: fitted(origin, k, v, expected[k]) for k, v in state.items()}, assign=True)
+
+
+def fitted(origin: str, name: str, tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the dtype of the model's tensor `like`; another shape, or integers where the model holds
+    floating-point values, is an error naming the file and the tensor."""
+    if tensor.shape != like.shape:
+        raise CheckpointError(
+            f"{origin}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(like.shape)}"
+        )
+    if like.is_floating_point() and not tensor.is_floating_point():
+        raise CheckpointError(
+            f"{origin}: {name} holds {str(tensor.dtype).removeprefix('torch.')} values, the model expects "
+            f"floating point ({str(like.dtype).removeprefix('torch.')})"
+        )
+    return tensor.to(like.dtype)
 
 
 def rebuild_computed_buffers(model) -> None:

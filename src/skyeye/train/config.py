@@ -80,6 +80,7 @@ class TowerConfig:
     label_smoothing: float = 0.1
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=True, rotate=True, crop_scale=0.5))
     eval_every: int = 5  # epochs between accuracy reports on the data's `val` split, when it has one
+    save_every: int = 5  # epochs between checkpoints (out/tower/checkpoint), from which --resume continues
 
 
 @dataclass
@@ -130,7 +131,7 @@ class TrainConfig:
         if self.tower is not None:
             if not self.tower.data:
                 problems.append("tower.data lists no record folders")
-            for name in ("epochs", "batch_size", "eval_every"):
+            for name in ("epochs", "batch_size", "eval_every", "save_every"):
                 if getattr(self.tower, name) < 1:
                     problems.append(f"tower.{name} must be >= 1")
         if problems:

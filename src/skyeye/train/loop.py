@@ -20,7 +20,7 @@ import yaml
 from skyeye.model.checkpoint import save_checkpoint
 from skyeye.model.inputs import IGNORE_INDEX
 from skyeye.model.skyeye import parameter_part
-from skyeye.train import state
+from skyeye.train import metrics_log, state
 from skyeye.train.config import TrainConfig
 from skyeye.train.order import BatchOrder
 from skyeye.train.records import RecordIndex
@@ -85,10 +85,9 @@ class Trainer:
         )
         self.wrapped, self.optimizer = self.accelerator.prepare(model, optimizer)
         # FSDP and DeepSpeed shard weights and optimizer states: their checkpoints go through accelerate's
-        # save_state/load_state (untested here: no multi-GPU machine); one process or DDP use state.py.
+        # save_state/load_state (untested here: no multi-GPU machine); one process or DDP use state.py. The
+        # scheduler is not registered with accelerate, which would unpickle it unchecked: state.py keeps it.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        if self.sharded:
-            self.accelerator.register_for_checkpointing(self.scheduler)
         self.progress = state.Progress()
 
     def base_lr(self) -> float:
@@ -111,6 +110,7 @@ class Trainer:
             return False
         if self.sharded:
             self.accelerator.load_state(str(checkpoint))
+            self.scheduler.load_state_dict(state.load_plain(checkpoint / state.SCHEDULER_FILE))
             self.progress = state.read_progress(checkpoint)
         else:
             self.progress = state.load(checkpoint, self.model, self.optimizer, self.scheduler,
@@ -130,7 +130,7 @@ class Trainer:
             self.cache = self._build_cache()
         batches = self.order.batches_from(self.progress.epoch, self.progress.batch)
         bar = self._bar()
-        log = (self.out / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+        log = metrics_log.open_log(self.out, self.progress.step) if accelerator.is_main_process else None
         board = self._tensorboard() if accelerator.is_main_process and cfg.tensorboard else None
         started, window = time.perf_counter(), {"samples": 0, "tokens": 0, "time": time.perf_counter()}
         while self.progress.step < cfg.steps:
@@ -216,6 +216,7 @@ class Trainer:
         if self.sharded:
             accelerator.save_state(str(partial))
             if accelerator.is_main_process:
+                torch.save(self.scheduler.state_dict(), partial / state.SCHEDULER_FILE)
                 state.write_progress(partial, self.progress)
         elif accelerator.is_main_process:
             state.write_partial(self.out, self.model, self.optimizer, self.scheduler, self.progress)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
+
+from skyeye.train.metrics_log import METRICS_FILE, read_log
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics log (is {run_dir} a training run folder?)")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON: {err}") from err
+    rows, torn = read_log(path)
+    if torn:
+        print(f"{path}: left out a truncated last line (a run killed mid-write)", file=sys.stderr)
     if not rows:
         raise ValueError(f"{path}: the log is empty")
     return rows

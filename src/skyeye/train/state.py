@@ -4,13 +4,18 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` with the trainable weights 
 optimizer and scheduler states, the data position and every RNG state. It is written under a `.partial`
 name and renamed into place only when complete, and `checkpoints/latest` (a one-line file, itself replaced
 atomically) is updated last: a crash mid-write leaves the previous checkpoint as the latest, intact.
+
+A run folder may come from anyone, so its `.pt` files hold nothing but tensors and plain data (numbers,
+strings, lists, dicts) and are read with `torch.load(weights_only=True)`: a pickle that would build any other
+object, and so could run code, is refused unread.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +24,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from skyeye import atomic
+
 LATEST = "latest"
+OPTIMIZER_FILE, SCHEDULER_FILE = "optimizer.pt", "scheduler.pt"
+# Checkpoints written before the RNG states were plain data hold numpy's as an array of numbers; rebuilding
+# one runs no code, so these numpy types (and no others) may be read too.
+NUMPY_ARRAY = [np.dtype, np.ndarray, type(np.dtype(np.uint32)),
+               (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct]  # fmt: skip
 
 
 @dataclass
@@ -36,7 +48,11 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain data."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+             "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
+    state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -44,25 +60,26 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):  # else numpy's own tuple, from a checkpoint written before (see NUMPY_ARRAY)
+        keys = numpy["keys"].numpy().astype(np.uint32)
+        numpy = (numpy["kind"], keys, numpy["position"], numpy["has_gauss"], numpy["cached_gaussian"])
+    np.random.set_state(numpy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def partial_path(folder: Path, step: int) -> Path:
-    return Path(folder) / "checkpoints" / f"step-{step:07d}.partial"
+    return atomic.partial_of(Path(folder) / "checkpoints" / f"step-{step:07d}")
 
 
 def write_partial(folder: Path, model, optimizer, scheduler, progress: Progress) -> Path:
     """The shared part of a checkpoint (rank 0 writes it); every rank then adds its RNG state."""
-    partial = partial_path(folder, progress.step)
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = atomic.begin_folder(Path(folder) / "checkpoints" / f"step-{progress.step:07d}")
     save_file(trainable_state(model), partial / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
-    torch.save(scheduler.state_dict(), partial / "scheduler.pt")
+    torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), partial / SCHEDULER_FILE)
     write_progress(partial, progress)
     return partial
 
@@ -75,24 +92,19 @@ def read_progress(checkpoint: Path) -> Progress:
     return Progress(**json.loads((checkpoint / "progress.json").read_text()))
 
 
+def rng_file(folder: Path, rank: int) -> Path:
+    return Path(folder) / f"rng-{rank}.pt"
+
+
 def save_rng(partial: Path, rank: int) -> None:
-    torch.save(rng_state(), partial / f"rng-{rank}.pt")
+    torch.save(rng_state(), rng_file(partial, rank))
 
 
 def publish(partial: Path, keep: int) -> Path:
     """Renames a complete `.partial` folder into place, points `latest` at it and prunes old checkpoints."""
     root = partial.parent
-    final = root / partial.name.removesuffix(".partial")
-    for file in partial.rglob("*"):
-        if file.is_file():
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    pointer = root / f"{LATEST}.tmp"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / LATEST)
+    final = atomic.publish_folder(partial)
+    atomic.write_text(root / LATEST, final.name + "\n")
     for old in sorted(root.glob("step-???????"))[:-keep]:
         shutil.rmtree(old)
     return final
@@ -116,9 +128,37 @@ def load(checkpoint: Path, model, optimizer, scheduler, rank: int = 0) -> Progre
             f"unexpected {unexpected[:5]} (was the run's `trainable` or model changed?)"
         )
     model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
-    rng_file = checkpoint / f"rng-{rank}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    optimizer.load_state_dict(load_plain(checkpoint / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_plain(checkpoint / SCHEDULER_FILE))
+    if rng_file(checkpoint, rank).is_file():
+        load_rng(rng_file(checkpoint, rank))
     return read_progress(checkpoint)
+
+
+def load_rng(path: Path) -> None:
+    saved = load_plain(path)
+    try:
+        set_rng_state(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a SkyEye RNG state ({first_line(err)})") from err
+
+
+def load_plain(path: Path):
+    """The tensors and plain data saved in `path` by torch.save; a file asking for anything else is refused
+    before any of it is built."""
+    try:
+        with torch.serialization.safe_globals(NUMPY_ARRAY):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        wanted = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if wanted is None:  # not a pickle at all
+            raise ValueError(f"{path}: not a readable torch file, truncated or damaged?") from err
+        raise ValueError(f"{path}: refused: holds more than tensors and plain data (it asks for "
+                         f"{wanted.group(1)}); a crafted file could run code") from err  # fmt: skip
+    except (KeyError, EOFError, OSError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a readable torch file, truncated or damaged? ({first_line(err)})") from err
+
+
+def first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__

@@ -8,14 +8,16 @@ the theme of this picture?" → "farmland"). The head is thrown away afterwards;
 learned, and its tokens keep their spatial layout for grounding.
 
 Images are decoded once and held in memory at the tower's input size (27 KB each at 96 px); crops, flips and
-quarter turns are drawn from a seeded generator, so the phase is reproducible. It is short and is not
-checkpointed: a run killed during it starts the phase again on `--resume`.
+quarter turns are drawn from a seeded generator, so the phase is reproducible. Every `save_every` epochs it
+checkpoints to out/checkpoint (as train/state.py does: whole or not at all, no pickles), and a run killed
+during it continues from there, reaching the weights an uninterrupted phase reaches.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,13 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skyeye import atomic
 from skyeye.images import load_image
-from skyeye.settings import ConfigError
+from skyeye.settings import ConfigError, to_plain
+from skyeye.train import state
 from skyeye.train.config import AugmentConfig, TowerConfig
 from skyeye.train.records import RecordIndex
 
 WEIGHTS_FILE = "tower.safetensors"
 REPORT_FILE = "tower.json"
+CHECKPOINT_DIR = "checkpoint"  # the phase's latest checkpoint, removed when the phase ends
+CLASSIFIER_FILE, GENERATOR_FILE, PROGRESS_FILE = "classifier.safetensors", "generator.pt", "progress.json"
 
 
 @dataclass
@@ -103,7 +109,8 @@ def accuracy(classifier: TowerClassifier, data: LabelledImages, batch_size: int 
 
 
 def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool = True) -> dict:
-    """Trains `model.visual_encoder` in place, writes out/tower.safetensors and out/tower.json, returns the report."""
+    """Trains `model.visual_encoder` in place, writes out/tower.safetensors and out/tower.json, returns the report;
+    continues from out/checkpoint when a killed run left one."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -127,8 +134,11 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                    pct_start=0.15)  # fmt: skip
-    history = []
-    bar = tqdm(range(cfg.epochs), desc="tower pretraining", unit=" epochs", disable=not progress)
+    checkpoint = out / CHECKPOINT_DIR
+    phase = {"tower": to_plain(cfg), "seed": seed, "classes": classes, "train_images": len(train.labels)}
+    history = resume_phase(checkpoint, phase, classifier, optimizer, schedule, generator)
+    bar = tqdm(range(len(history), cfg.epochs), initial=len(history), total=cfg.epochs, desc="tower pretraining",
+               unit=" epochs", disable=not progress)  # fmt: skip
     for epoch in bar:
         order = torch.randperm(len(train.labels), generator=generator)
         total = 0.0
@@ -148,13 +158,58 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
         bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
         if not progress and "val_accuracy" in entry:
             say(f"tower epoch {entry['epoch']}: loss {entry['loss']}, val accuracy {entry['val_accuracy']:.3f}")
+        if (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
+            save_phase(checkpoint, phase, history, classifier, optimizer, schedule, generator)
     model.visual_encoder.eval()
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, str(out / WEIGHTS_FILE))
     report = {"classes": classes, "train_images": len(train.labels), "history": history,
               "unlabelled_val_images": int((val.labels < 0).sum()) if val else 0}  # fmt: skip
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    atomic.write_text(out / REPORT_FILE, json.dumps(report, indent=1))
+    # The weights last: their presence is what tells a later run that the phase is done.
+    weights = atomic.partial_of(out / WEIGHTS_FILE)
+    save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, str(weights))
+    atomic.publish_file(weights)
+    if checkpoint.exists():
+        shutil.rmtree(checkpoint)
     return report
+
+
+def save_phase(folder: Path, phase: dict, history: list[dict], classifier, optimizer, schedule, generator) -> None:
+    """Checkpoints the phase after its `len(history)` epochs."""
+    from safetensors.torch import save_file
+
+    partial = atomic.begin_folder(folder)
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(partial / CLASSIFIER_FILE))
+    torch.save(optimizer.state_dict(), partial / state.OPTIMIZER_FILE)
+    torch.save(schedule.state_dict(), partial / state.SCHEDULER_FILE)
+    torch.save(generator.get_state(), partial / GENERATOR_FILE)
+    state.save_rng(partial, 0)
+    (partial / PROGRESS_FILE).write_text(json.dumps({"phase": phase, "history": history}))
+    atomic.publish_folder(partial)
+
+
+def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, generator) -> list[dict]:
+    """Restores the checkpoint in `folder` and returns the history of its epochs; [] (start afresh) without one,
+    or with one of another phase (another config, seed or data)."""
+    from safetensors.torch import load_file
+
+    progress_file = folder / PROGRESS_FILE
+    if not progress_file.is_file():
+        return []
+    try:
+        saved = json.loads(progress_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{progress_file}: not valid JSON ({err})") from err
+    if not isinstance(saved, dict) or saved.get("phase") != phase or not isinstance(saved.get("history"), list):
+        say(f"{folder}: a checkpoint of another tower phase (config, seed or data differ); starting the phase again")
+        return []
+    classifier.load_state_dict(load_file(str(folder / CLASSIFIER_FILE)))
+    optimizer.load_state_dict(state.load_plain(folder / state.OPTIMIZER_FILE))
+    schedule.load_state_dict(state.load_plain(folder / state.SCHEDULER_FILE))
+    generator.set_state(state.load_plain(folder / GENERATOR_FILE))
+    state.load_rng(state.rng_file(folder, 0))
+    say(f"tower pretraining: resumed from {folder} after epoch {len(saved['history'])}")
+    return saved["history"]
 
 
 def load_pretrained_tower(model, out: Path) -> bool:
