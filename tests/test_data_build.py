@@ -9,7 +9,7 @@ from skyeye.boxes import find_boxes, parse_boxes, pixel_to_grid
 from skyeye.data.build import Builder
 from skyeye.data.commands import recipe_path
 from skyeye.data.instructions import make_record
-from skyeye.data.recipe import Recipe, RecipeError
+from skyeye.data.recipe import Recipe, RecipeError, bundled_recipes
 from skyeye.data.record import Record, RecordError
 from skyeye.data.shards import ShardWriter, iter_records
 from skyeye.data.sources import ADAPTERS
@@ -180,7 +180,7 @@ def test_recipe_errors_name_the_field(fake_source):
         Recipe.from_dict({"name": "r", "sources": [typo]}, "r.yaml")
 
 
-@pytest.mark.parametrize("name", ["skyeye-968k", "shared-data"])
+@pytest.mark.parametrize("name", bundled_recipes())
 def test_bundled_recipes_load(name):
     recipe = Recipe.from_yaml(recipe_path(name))
     assert recipe.name == name and len({s.name for s in recipe.sources}) == len(recipe.sources)
@@ -201,3 +201,101 @@ def test_shared_data_build_accounts_for_every_native_item(tmp_path):
     per_task_rejects = sum(sum(c["rejected"].values()) for s in stats["sources"].values() for c in s["tasks"].values())
     assert 0 < rejects <= per_task_rejects
     assert sum(1 for _ in iter_records(tmp_path)) == stats["records_written"]
+
+
+def _cut(path, fmt: str) -> None:
+    """A real image of `fmt` with the second half of its bytes gone: the header still reads, the pixels do not."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(buffer, fmt)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def test_truncated_images_are_rejected_at_build_time_and_decoded_once(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from skyeye.data.sources import base
+    from skyeye.images import load_image
+
+    images = tmp_path / "root" / "set" / "imgs"
+    images.mkdir(parents=True)
+    Image.effect_noise((64, 48), 60).convert("RGB").save(images / "whole.jpg")
+    _cut(images / "cut.jpg", "JPEG")
+    _cut(images / "cut.png", "PNG")
+    names = ["whole.jpg", "cut.jpg", "cut.png"]
+    for name in names[1:]:
+        with Image.open(images / name) as header:
+            assert header.size == (64, 48), "the header alone does not show the damage"
+    entries = [{"filename": n, "split": "train", "sentences": [{"raw": f"{n} one ."}, {"raw": f"{n} two ."}]}
+               for n in names]  # fmt: skip
+    (images.parent / "dataset.json").write_text(json.dumps({"images": entries}))
+    loads = []
+    monkeypatch.setattr(base, "load_image", lambda path: loads.append(path) or load_image(path))
+    source = {"adapter": "karpathy", "path": "set", "splits": ["train"], "tasks": ["caption", "conversation"]}
+    recipe = Recipe.from_dict({"name": "t", "sources": [{"name": "a", **source}, {"name": "b", **source}]}, "t")
+    stats = Builder(recipe, tmp_path / "root", tmp_path / "out", progress=False).run()
+
+    assert sorted(loads) == sorted(images / n for n in names), "each distinct image is decoded once per build"
+    for source_stats in stats["sources"].values():
+        for task, count in source_stats["tasks"].items():
+            bad_units = (len(names) - 1) * (2 if task == "caption" else 1)
+            assert count["rejected"] == {"unreadable image": bad_units}
+            assert count["written"] + bad_units + count["sampled_out"] == count["read"]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert {r["key"].split("#")[0] for r in rejects} == set(names[1:])
+    assert all("truncated" in r["detail"] and f"set/imgs/{r['key'].split('#')[0]}" in r["detail"] for r in rejects)
+    records = list(iter_records(tmp_path / "out"))
+    assert records and {r.images[0] for r in records} == {"set/imgs/whole.jpg"}
+    assert all(load_image(tmp_path / "root" / r.images[0]).image.size == tuple(r.image_size) for r in records)
+
+
+def test_build_with_no_source_on_disk_fails_and_says_where_it_looked(fake_source, tmp_path, capsys):
+    from skyeye.cli import main
+
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(json.dumps({"name": "two", "sources": [
+        {"name": name, "adapter": "fake", "path": f"{name}-folder", "splits": ["train"], "tasks": ["caption"]}
+        for name in ("first", "second")]}))  # fmt: skip
+    (tmp_path / "root").mkdir()
+    assert main(["data", "build", str(recipe), "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) != 0  # fmt: skip
+    error = capsys.readouterr().err
+    assert error.startswith("skyeye: error:") and len(error.strip().splitlines()) == 1
+    for name in ("first", "second"):
+        assert f"{name} ({tmp_path / 'root' / name}-folder)" in error
+    assert not (tmp_path / "out" / "shards").exists()
+    assert main(["data", "build", str(recipe), "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) != 0  # fmt: skip
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+def test_build_into_a_folder_holding_records_refuses_or_replaces(fake_source, tmp_path):
+    (tmp_path / "root" / "fake").mkdir(parents=True)
+    out = tmp_path / "out"
+    Builder(_recipe(), tmp_path / "root", out, progress=False).run()
+    stale = out / "shards" / "old-source-train-00000.jsonl"
+    stale.write_text((out / "shards" / "fake-captions-train-00000.jsonl").read_text())
+    with pytest.raises(FileExistsError, match=rf"{re.escape(str(out))}.*--overwrite"):
+        Builder(_recipe(limit=1), tmp_path / "root", out, progress=False).run()
+    assert stale.exists(), "a refusal changes nothing"
+    stats = Builder(_recipe(limit=1), tmp_path / "root", out, progress=False, overwrite=True).run()
+    assert not stale.exists()
+    assert sum(1 for _ in iter_records(out)) == stats["records_written"]
+
+
+def test_build_help_lists_every_bundled_recipe(capsys):
+    from importlib import resources
+
+    from skyeye.cli import main
+
+    bundled = sorted(p.name[: -len(".yaml")] for p in (resources.files("skyeye") / "configs" / "data").iterdir()
+                     if p.name.endswith(".yaml"))  # fmt: skip
+    assert len(bundled) >= 3
+    with pytest.raises(SystemExit):
+        main(["data", "build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in bundled:
+        assert re.search(rf"\b{re.escape(name)}\b", text), name

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from skyeye.data.build import Builder
+from skyeye.data.build import Builder, image_key
 from skyeye.data.recipe import Recipe
 from skyeye.data.sources import captions  # noqa: F401  (registers the adapters)
 from skyeye.data.sources.base import ADAPTERS, Example, Reject, SourceContext
@@ -132,6 +132,25 @@ def test_build_groups_an_images_captions_into_one_conversation(karpathy_root, tm
     conversations = [json.loads(line) for p in sorted((tmp_path / "out" / "shards").iterdir())
                      for line in p.read_text().splitlines() if '"conversation"' in line]  # fmt: skip
     assert [c["id"] for c in conversations] == ["ucm/train/conversation/1.jpg"]
+
+
+def test_build_counts_one_conversation_unit_per_image_not_per_caption(karpathy_root, tmp_path):
+    source = {"name": "ucm", "adapter": "karpathy", "path": "ucm", "splits": ["train"]}
+    recipe = Recipe.from_dict({"name": "t", "sources": [{**source, "tasks": ["caption", "conversation"]}]}, "test")
+    stats = Builder(recipe, karpathy_root, tmp_path / "out", progress=False).run()
+    train = [e for e in KARPATHY["images"] if e["split"] in ("train", "restval")]
+    missing = [e["filename"] for e in train if not (karpathy_root / "ucm" / "imgs" / e["filename"]).exists()]
+    conversation = stats["sources"]["ucm"]["tasks"]["conversation"]
+    assert missing and conversation["read"] == len(train)  # an image not on disk is one unit, not one per caption
+    assert conversation["rejected"]["missing image"] == len(missing)
+    assert conversation["written"] + sum(conversation["rejected"].values()) == conversation["read"]
+    lines = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    per_task = Counter(task for line in lines for task in line["tasks"])
+    tasks = stats["sources"]["ucm"]["tasks"]
+    assert per_task == {task: sum(count["rejected"].values()) for task, count in tasks.items()}
+    assert sorted(image_key(line["key"]) for line in lines if "conversation" in line["tasks"]) == sorted(
+        e["filename"] for e in train if e["filename"] != "1.jpg"
+    )
 
 
 # --- precomp --------------------------------------------------------------------------------------------------

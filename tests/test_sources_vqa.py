@@ -120,13 +120,24 @@ def test_rsvqa_answers_found_by_id_when_not_positional(rsvqa_hr):
     assert examples["2"].fields["answer"] == "12" and examples["5"].fields["answer"] == "no"
 
 
-def test_rsvqa_image_size_option_skips_headers_and_bad_headers_are_rejected(rsvqa_hr):
+def test_rsvqa_image_size_option_checks_sizes_and_bad_images_are_rejected(rsvqa_hr):
+    import io
+
     (rsvqa_hr / "RSVQA_HR" / "Data" / "1.tif").write_bytes(b"not a tiff")
+    buffer = io.BytesIO()
+    Image.effect_noise((16, 16), 60).convert("RGB").save(buffer, "TIFF")  # image 0 loses its last half
+    (rsvqa_hr / "RSVQA_HR" / "Data" / "0.tif").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    about_bad_images = ["0", "2", "4", "5"]  # the answerable questions about images 0 and 1
     items = _read("rsvqa", rsvqa_hr, "RSVQA_HR")
-    assert _reasons(items)["unreadable image"] == 2  # questions 2 and 4 are about image 1
-    items = _read("rsvqa", rsvqa_hr, "RSVQA_HR", image_size=512)
-    assert {e.image_size for e in _examples(items).values()} == {(512, 512)}
-    assert "unreadable image" not in _reasons(items)
+    assert sorted(i.key for i in items if getattr(i, "reason", "") == "unreadable image") == about_bad_images
+    assert any("truncated" in i.detail for i in items if isinstance(i, Reject))
+    # A fixed size saves nothing worth a truncated image in training: images are still decoded, and checked.
+    items = _read("rsvqa", rsvqa_hr, "RSVQA_HR", image_size=16)
+    assert sorted(i.key for i in items if getattr(i, "reason", "") == "unreadable image") == about_bad_images
+    assert {e.image_size for e in _examples(items).values()} <= {(16, 16)}
+    wrong = _read("rsvqa", rsvqa_hr, "RSVQA_HR", image_size=512)
+    assert not _examples(wrong) and _reasons(wrong)["unexpected image size"] == len(_examples(_read(
+        "rsvqa", rsvqa_hr, "RSVQA_HR")))  # fmt: skip
 
 
 def test_rsvqa_prefix_and_image_folder(tmp_path, rsvqa_hr):

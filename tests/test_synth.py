@@ -159,3 +159,24 @@ def test_build_gives_every_task_and_accounts_for_every_unit(tmp_path):
         (found,) = find_boxes(record.turns[0]["assistant"], *record.image_size)
         (pixels,) = record.meta["boxes"]
         assert all(0 <= p - f < cell + 1e-9 for p, f in zip(pixels, found.pixels, strict=True)), (pixels, found)
+
+
+def test_synth_into_a_folder_holding_records_refuses_or_replaces(tmp_path, capsys):
+    from skyeye.cli import main
+
+    out = tmp_path / "synth"
+    args = ["data", "synth", "--out", str(out), "--size", "64", "--no-progress"]
+    assert main([*args, "--n", "4", "--splits", "train", "val"]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    capsys.readouterr()
+    assert main([*args, "--n", "2"]) != 0
+    error = capsys.readouterr().err
+    assert str(out) in error and "--overwrite" in error and len(error.strip().splitlines()) == 1
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before, "a refusal changes nothing"
+
+    assert main([*args, "--n", "2", "--overwrite"]) == 0
+    records = list(iter_records(out))
+    assert {r.split for r in records} == {"train"} and {r.meta["seed"] for r in records} == {0, 1}
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted({r.images[0].split("/")[-1] for r in records})
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["records_written"] == len(records)

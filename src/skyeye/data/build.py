@@ -1,17 +1,24 @@
 """`skyeye data build`: a recipe + a data root → record shards, `stats.json`, `rejects.jsonl` and a table.
 
 Accounting: for every source, split and task, each unit read is written, rejected (with a reason, one line
-in `rejects.jsonl`) or sampled out by the recipe, so `written + rejected + sampled_out = read`. A unit is
-one native item (a caption, a question, an expression, an image's objects); conversations built from
-captions read one unit per image (its captions grouped). Adapter-level rejects (an unreadable line, a
-missing image) count against every task of the source. A source whose folder is missing is reported and
-skipped.
+in `rejects.jsonl` naming the tasks it counts against) or sampled out by the recipe, so
+`written + rejected + sampled_out = read`. A unit is one native item (a caption, a question, an expression,
+an image's objects), except for conversations, whose unit is the image: the consecutive items whose keys
+share the part before `#` (an image's captions, `1.jpg#0`, `1.jpg#1`, ...) make one conversation, written
+or rejected once, whatever became of each caption. Adapter-level rejects (an unreadable line, a missing or
+damaged image) count against every task of the source. Every image is loaded whole once per build
+(`ImageCheck`), so a truncated one is a reject here rather than a crash in training.
+
+A source whose folder is missing is reported and skipped; a recipe none of whose sources is on disk is an
+error. The output folder must not hold a previous build (its shards would mix with the new ones) unless
+`overwrite`, which removes that build first.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -20,9 +27,11 @@ from pathlib import Path
 
 from skyeye.data.instructions import make_record
 from skyeye.data.recipe import Recipe, SourceSpec
-from skyeye.data.shards import ShardWriter
+from skyeye.data.shards import SHARD_DIR, ShardWriter
 from skyeye.data.sources import ADAPTERS
-from skyeye.data.sources.base import Example, Reject, SourceContext
+from skyeye.data.sources.base import Example, ImageCheck, Reject, SourceContext
+
+BUILD_OUTPUTS = (SHARD_DIR, "stats.json", "rejects.jsonl")
 
 
 @dataclass
@@ -56,20 +65,50 @@ class SourceReport:
                 "tasks": {t: c.to_dict() for t, c in self.tasks.items()}}  # fmt: skip
 
 
+def image_key(key: str) -> str:
+    """The image a unit's key belongs to: `1.jpg#3` (a caption of 1.jpg) → `1.jpg`; keys without `#` stand alone."""
+    image, mark, _ = key.rpartition("#")
+    return image if mark and image else key
+
+
 def _caption_group(group: list[Example]) -> Example:
     first = group[0]
-    key = first.key.split("#")[0]
     captions = [e.fields["caption"] for e in group]
-    return Example(first.source, first.split, key, "regions", first.images, first.image_size,
+    return Example(first.source, first.split, image_key(first.key), "regions", first.images, first.image_size,
                    {"objects": [], "captions": captions}, first.meta)  # fmt: skip
 
 
+def claim_output(out: Path, overwrite: bool, also: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Make sure `out` holds no earlier build (nor the files in `also`): refuse, or remove them when `overwrite`.
+
+    Records of two builds must never mix: a rerun with another recipe or size would leave the old shards (and
+    images) beside the new ones, and training reads every shard of the folder.
+    """
+    found = [out / name for name in BUILD_OUTPUTS if (out / name).exists()] + [p for p in also if p.exists()]
+    if not found:
+        return
+    if not overwrite:
+        names = ", ".join(sorted({p.relative_to(out).parts[0] for p in found}))
+        raise FileExistsError(
+            f"{out}: already holds a previous build ({names}); pass --overwrite to replace it, or choose another --out"
+        )
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 class Builder:
-    def __init__(self, recipe: Recipe, root: Path, out: Path, progress: bool = True):
+    def __init__(self, recipe: Recipe, root: Path, out: Path, progress: bool = True, overwrite: bool = False):
         self.recipe, self.root, self.out, self.progress = recipe, Path(root), Path(out), progress
+        self.overwrite = overwrite
+        self.images = ImageCheck()
 
     def run(self) -> dict:
         started = time.perf_counter()
+        self._check_sources()
+        claim_output(self.out, self.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         reports = []
         with (
@@ -91,6 +130,16 @@ class Builder:
         (self.out / "stats.json").write_text(json.dumps(stats, indent=2))
         return stats
 
+    def _check_sources(self) -> None:
+        if any((self.root / spec.path).exists() for spec in self.recipe.sources):
+            return
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: no such data root (recipe {self.recipe.name})")
+        looked = ", ".join(f"{spec.name} ({self.root / spec.path})" for spec in self.recipe.sources)
+        raise FileNotFoundError(
+            f"recipe {self.recipe.name}: none of its sources is under {self.root}; looked for {looked}"
+        )
+
 
 class _SourceBuild:
     """Reads one source split by split and fans every example out to the source's tasks."""
@@ -99,6 +148,7 @@ class _SourceBuild:
         self.builder, self.spec, self.writer, self.rejects = builder, spec, writer, rejects
         self.report = SourceReport(spec.name, spec.path, paper=spec.paper)
         self.counts = {task: self.report.tasks.setdefault(task, TaskCount()) for task in spec.tasks}
+        self.per_item = [task for task in spec.tasks if task != "conversation"]  # the conversation's unit is the image
         self.kept: Counter = Counter()
 
     def run(self) -> SourceReport:
@@ -107,7 +157,8 @@ class _SourceBuild:
             self.report.status = "missing"
             return self.report
         for split in self.spec.splits:
-            context = SourceContext(root, self.spec.path, self.spec.name, split, dict(self.spec.options))
+            context = SourceContext(root, self.spec.path, self.spec.name, split, dict(self.spec.options),
+                                    self.builder.images)  # fmt: skip
             items = ADAPTERS[self.spec.adapter](context)
             if self.builder.progress:
                 from tqdm import tqdm
@@ -117,24 +168,46 @@ class _SourceBuild:
         return self.report
 
     def _consume(self, split: str, items: Iterable[Example | Reject]) -> None:
-        captions_to_group: list[Example] = []
+        per_image = "conversation" in self.spec.tasks
+        image: list[Example | Reject] = []  # the items about one image, for its conversation
         for item in items:
+            if per_image:
+                if image and image_key(item.key) != image_key(image[0].key):
+                    self._converse(image, split)
+                    image = []
+                image.append(item)
             if isinstance(item, Reject):
-                for task in self.spec.tasks:
+                for task in self.per_item:
                     self.counts[task].read += 1
                     self.counts[task].rejected[item.reason] += 1
-                self._log_reject(item, self.spec.tasks)
+                if not per_image:
+                    self._log_reject(item, self.per_item)
                 continue
-            for task in self.spec.tasks:
-                if task == "conversation" and item.kind == "caption":
-                    if captions_to_group and captions_to_group[0].images != item.images:
-                        self._make(_caption_group(captions_to_group), task, split)
-                        captions_to_group = []
-                    captions_to_group.append(item)
-                else:
-                    self._make(item, task, split)
-        if captions_to_group:
-            self._make(_caption_group(captions_to_group), "conversation", split)
+            for task in self.per_item:
+                self._make(item, task, split)
+        if image:
+            self._converse(image, split)
+
+    def _converse(self, items: list[Example | Reject], split: str) -> None:
+        """One conversation unit: an image's captions grouped, or each example that already is a whole image.
+
+        The image's rejects are logged here, the first one also against the conversation when nothing about the
+        image was usable."""
+        examples = [item for item in items if isinstance(item, Example)]
+        rejects = [item for item in items if isinstance(item, Reject)]
+        for number, reject in enumerate(rejects):
+            tasks = self.per_item + (["conversation"] if not examples and number == 0 else [])
+            if tasks:
+                self._log_reject(reject, tasks)
+        if not examples:
+            count = self.counts["conversation"]
+            count.read += 1
+            count.rejected[rejects[0].reason] += 1
+        elif all(example.kind == "caption" for example in examples):
+            self._make(_caption_group(examples), "conversation", split)
+        else:
+            for example in examples:
+                self._make(example, "conversation", split)
 
     def _make(self, example: Example, task: str, split: str) -> None:
         count = self.counts[task]

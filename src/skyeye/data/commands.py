@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
-from skyeye.data.build import Builder
-from skyeye.data.recipe import Recipe
+from skyeye.data.build import Builder, claim_output
+from skyeye.data.recipe import BUNDLED_RECIPES, Recipe, bundled_recipes
 from skyeye.data.report import format_table
 from skyeye.data.shards import iter_records
 
@@ -20,21 +19,29 @@ def recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    bundled = Path(str(resources.files("skyeye") / "configs" / "data" / f"{name_or_path}.yaml"))
+    bundled = BUNDLED_RECIPES / f"{name_or_path}.yaml"
     if bundled.is_file():
         return bundled
-    raise FileNotFoundError(f"{name_or_path}: no such recipe file, and no bundled recipe of that name")
+    raise FileNotFoundError(
+        f"{name_or_path}: no such recipe file, and no bundled recipe of that name ({', '.join(bundled_recipes())})"
+    )
 
 
-def build(recipe: str, root: Path, out: Path, progress: bool = True) -> dict:
-    stats = Builder(Recipe.from_yaml(recipe_path(recipe)), root, out, progress).run()
+def build(recipe: str, root: Path, out: Path, progress: bool = True, overwrite: bool = False) -> dict:
+    stats = Builder(Recipe.from_yaml(recipe_path(recipe)), root, out, progress, overwrite).run()
     print(format_table(stats))
     print(f"wrote {out}/shards, {out}/stats.json and {out}/rejects.jsonl", file=sys.stderr)
     return stats
 
 
 def synth(n: int, out: Path, seed: int = 0, size: int = 256, splits: tuple[str, ...] = ("train",),
-          progress: bool = True) -> dict:  # fmt: skip
+          progress: bool = True, overwrite: bool = False) -> dict:  # fmt: skip
+    """Render n scenes per split into `out` with their records; `out` must not hold an earlier build or scenes."""
+    from skyeye.data.synth import rendered_images
+
+    out = Path(out)
+    claim_output(out, overwrite, rendered_images(out))
+    out.mkdir(parents=True, exist_ok=True)  # the synthetic source's folder: it must exist to be found
     recipe = Recipe.from_dict(
         {"name": "synthetic", "seed": seed, "sources": [{
             "name": "synthetic", "adapter": "synthetic", "path": ".", "splits": list(splits), "tasks": SYNTH_TASKS,
@@ -42,7 +49,7 @@ def synth(n: int, out: Path, seed: int = 0, size: int = 256, splits: tuple[str, 
         }]},
         "synth",
     )  # fmt: skip
-    stats = Builder(recipe, out, out, progress).run()
+    stats = Builder(recipe, out, out, progress, overwrite).run()
     print(format_table(stats))
     return stats
 

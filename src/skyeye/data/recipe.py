@@ -18,12 +18,20 @@ Unknown keys are errors naming the file and the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from skyeye.data.record import TASKS
+
+BUNDLED_RECIPES = Path(str(resources.files("skyeye") / "configs" / "data"))
+
+
+def bundled_recipes() -> list[str]:
+    """The names of the recipes shipped under configs/data/ (what `skyeye data build NAME` accepts)."""
+    return sorted(path.stem for path in BUNDLED_RECIPES.glob("*.yaml"))
 
 
 class RecipeError(ValueError):

@@ -672,6 +672,11 @@ def _same_pixels(path: Path, pixels: np.ndarray) -> bool:
         return False
 
 
+def rendered_images(out: Path) -> list[Path]:
+    """The scene images `synth_examples` writes under `out` (`images/{split}-NNNNNN.png`)."""
+    return sorted((Path(out) / "images").glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].png"))
+
+
 def synth_examples(n: int, out: Path, root: Path, seed: int = 0, size: int = 256,
                    split: str = "train") -> Iterator[Example]:  # fmt: skip
     """Render scenes seed..seed+n-1 to `out/images/{split}-{i:06d}.png` and yield them as "regions" examples."""

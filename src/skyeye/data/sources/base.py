@@ -18,6 +18,11 @@ Example.fields by kind:
                    "captions": [str] (for conversations built from captioned images)
 - "scene":         {"label": str, "classes": [str]}                  (readable names, e.g. "dense residential")
 Image paths are POSIX paths relative to the data root; a video frame is written `path/to/video.mp4#frame=N`.
+
+Keys: several units about one image (its captions) are keyed `{image key}#{n}` and yielded one after another,
+Rejects included; the build makes one conversation per image from them (`skyeye.data.build.image_key`).
+Images: `SourceContext.image_size` loads each image whole, as training will, once per build; an image that is
+missing, unidentifiable, truncated or corrupt gives None, and `SourceContext.image_problem` the reason.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyeye.images import ImageError, load_image
+
 EXAMPLE_KINDS = ("caption", "vqa", "grounding", "regions", "scene")
 
 
@@ -34,10 +41,10 @@ EXAMPLE_KINDS = ("caption", "vqa", "grounding", "regions", "scene")
 class Example:
     source: str
     split: str
-    key: str  # unique within (source, split); becomes part of the record id
+    key: str  # unique within (source, split); becomes part of the record id; see "Keys" above
     kind: str
     images: list[str]
-    image_size: tuple[int, int] | None  # (width, height) of images[0]; None only when unknowable
+    image_size: tuple[int, int] | None  # (width, height) of images[0] as stored; None only when unknowable
     fields: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)  # anything worth keeping (native ids, class, gsd, ...)
 
@@ -51,6 +58,27 @@ class Reject:
     detail: str = ""  # the specifics (the bad line, the file, the numbers)
 
 
+class ImageCheck:
+    """Loads every image the way training will (`skyeye.images.load_image`, every pixel decoded), once per path.
+
+    A header can be intact while the pixel data is truncated or corrupt; such an image must be rejected when the
+    records are built, not abort training later. One check is shared by all the sources of a build, so an image
+    several sources name (UCM's captions and its RSIVQA questions) is decoded once.
+    """
+
+    def __init__(self) -> None:
+        self._results: dict[Path, tuple[tuple[int, int] | None, str]] = {}
+
+    def __call__(self, path: Path) -> tuple[tuple[int, int] | None, str]:
+        """(width, height) as stored and "", or None and why the image cannot be used."""
+        if path not in self._results:
+            try:
+                self._results[path] = load_image(path).original_size, ""
+            except ImageError as error:
+                self._results[path] = None, str(error).removeprefix(f"{path}: ")
+        return self._results[path]
+
+
 @dataclass
 class SourceContext:
     """Where and what an adapter reads: `folder` is the source's folder relative to `root`."""
@@ -60,7 +88,7 @@ class SourceContext:
     source: str
     split: str
     options: dict[str, Any] = field(default_factory=dict)
-    _sizes: dict[str, tuple[int, int] | None] = field(default_factory=dict, repr=False)
+    images: ImageCheck = field(default_factory=ImageCheck, repr=False)
 
     @property
     def path(self) -> Path:
@@ -71,26 +99,21 @@ class SourceContext:
         return path.relative_to(self.root).as_posix()
 
     def image_size(self, relative: str) -> tuple[int, int] | None:
-        """(width, height) read from the image header (cached); None when missing or unreadable."""
-        if relative not in self._sizes:
-            self._sizes[relative] = _header_size(self.root / relative)
-        return self._sizes[relative]
+        """(width, height) of an image that loads whole; None when it is missing, unreadable or damaged."""
+        return self.images(self.root / relative)[0]
+
+    def image_problem(self, relative: str) -> tuple[str, str]:
+        """(reason, detail) for an image `image_size` gave None for: "missing image" or "unreadable image"."""
+        path = self.root / relative
+        if not path.is_file():
+            return "missing image", relative
+        return "unreadable image", f"{relative}: {self.images(path)[1]}"
 
     def reject(self, key: str, reason: str, detail: str = "") -> Reject:
         return Reject(self.source, self.split, key, reason, detail)
 
     def example(self, key: str, kind: str, images: list[str], image_size, fields: dict, **meta) -> Example:
         return Example(self.source, self.split, key, kind, images, image_size, fields, meta)
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
 
 
 Adapter = Callable[[SourceContext], Iterator[Example | Reject]]

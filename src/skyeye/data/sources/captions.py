@@ -4,8 +4,9 @@ Every caption is one native unit: it becomes one "caption" Example (fields {"cap
 Keys are ``{image_key}#{n}`` (n: the caption's index within its image, from 0) and an image's captions are
 yielded one after another, so the build can group them into one conversation per image. A caption whose
 image file is not on disk is rejected ("missing image"; this reason wins over the others), one whose image
-PIL cannot identify "unreadable image", one that is empty or only whitespace "empty text"; whitespace runs in
-captions are collapsed. Image sizes are read from the image headers.
+does not load whole (unidentifiable, truncated or corrupt; the detail says which) "unreadable image", one that
+is empty or only whitespace "empty text"; whitespace runs in captions are collapsed. Each image is decoded
+once per build (`SourceContext.image_size`).
 
 `karpathy` -- the Karpathy-style ``dataset*.json`` of UCM-Captions, Sydney-Captions and RSICD
 (``dataset_rsicd.json``)::
@@ -83,17 +84,15 @@ def _captions(
 
     `line` (text file name, line number of the first caption) marks where line-based captions come from.
     """
-    exists = image.is_file()
     rel = ctx.rel(image)
-    size = ctx.image_size(rel) if exists else None
+    size = ctx.image_size(rel)
+    problem = ctx.image_problem(rel) if size is None else None
     for n, raw in enumerate(captions):
         key = f"{image_key}#{first + n}"
         where = f"{line[0]}:{line[1] + n}: " if line else ""
         caption = _text(raw)
-        if not exists:
-            yield ctx.reject(key, "missing image", f"{where}{rel}")
-        elif size is None:
-            yield ctx.reject(key, "unreadable image", f"{where}{rel}")
+        if problem:
+            yield ctx.reject(key, problem[0], f"{where}{problem[1]}")
         elif not caption:
             yield ctx.reject(key, "empty text", f"{where}caption {first + n} of {rel}: {raw!r}")
         else:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from skyeye.data.sources.base import Example, Reject, SourceContext, register
 from skyeye.data.sources.class_names import readable
-from skyeye.data.sources.voc import VocError, check_box, count_objects, image_problem, parse_voc
+from skyeye.data.sources.voc import VocError, check_box, count_objects, parse_voc
 
 
 def _grounding(ctx: SourceContext, key: str, image: str, expression: str, box, **meta) -> Example | Reject:
@@ -50,7 +50,7 @@ def _grounding(ctx: SourceContext, key: str, image: str, expression: str, box, *
         return ctx.reject(key, "empty text", f"{meta.get('annotation', image)}: no expression")
     size = ctx.image_size(image)
     if size is None:
-        return ctx.reject(key, *image_problem(ctx, image))
+        return ctx.reject(key, *ctx.image_problem(image))
     clipped, reason, detail = check_box(box, *size)
     if clipped is None:
         return ctx.reject(key, reason, f"{meta.get('annotation', image)}: {detail}")

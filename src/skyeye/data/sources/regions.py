@@ -55,7 +55,7 @@ from pathlib import Path
 from skyeye.data.sources.base import Example, Reject, SourceContext, register
 from skyeye.data.sources.class_names import readable
 from skyeye.data.sources.scenes import DEFAULT_FRACTIONS, split_listing, split_members
-from skyeye.data.sources.voc import BOX_TOLERANCE, VocError, check_box, image_problem, parse_voc
+from skyeye.data.sources.voc import BOX_TOLERANCE, VocError, check_box, parse_voc
 
 NWPU_VHR10_CLASSES = ("airplane", "ship", "storage tank", "baseball diamond", "tennis court", "basketball court",
                       "ground track field", "harbor", "bridge", "vehicle")  # fmt: skip
@@ -68,7 +68,7 @@ def _regions(ctx: SourceContext, key: str, image: str, candidates: list[Candidat
     """The regions Example of one image, or its Reject; drops unusable objects and counts them."""
     size = ctx.image_size(image)
     if size is None:
-        return ctx.reject(key, *image_problem(ctx, image))
+        return ctx.reject(key, *ctx.image_problem(image))
     objects = []
     for name, box, error in candidates:
         if box is None:

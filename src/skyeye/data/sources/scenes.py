@@ -27,7 +27,6 @@ from pathlib import Path
 
 from skyeye.data.sources.base import Example, Reject, SourceContext, register
 from skyeye.data.sources.class_names import readable
-from skyeye.data.sources.voc import image_problem
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DEFAULT_FRACTIONS = {"train": 0.8, "test": 0.2}
@@ -64,7 +63,7 @@ def _scene(ctx: SourceContext, key: str, path: Path, folder: str, classes: list[
         return ctx.reject(key, "not an image", relative)
     size = ctx.image_size(relative)
     if size is None:
-        return ctx.reject(key, *image_problem(ctx, relative))
+        return ctx.reject(key, *ctx.image_problem(relative))
     fields = {"label": readable(folder), "classes": classes}
     return ctx.example(key, "scene", [relative], size, fields, class_folder=folder)
 

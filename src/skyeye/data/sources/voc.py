@@ -35,7 +35,7 @@ class VocObject:
 class VocAnnotation:
     path: Path
     filename: str  # `<filename>` or "" when absent
-    size: tuple[int, int] | None  # `<size>` as written (width, height); the image header is what counts
+    size: tuple[int, int] | None  # `<size>` as written (width, height); the image file is what counts
     objects: list[VocObject] = field(default_factory=list)
 
 
@@ -112,10 +112,3 @@ def check_box(box, width: int, height: int, tolerance: float = BOX_TOLERANCE) ->
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         return None, "box outside image", numbers
     return clipped, "", ""
-
-
-def image_problem(ctx, relative: str) -> tuple[str, str]:
-    """(reason, detail) for an image whose header cannot be read: "missing image" or "unreadable image"."""
-    if (ctx.root / relative).is_file():
-        return "unreadable image", relative
-    return "missing image", relative

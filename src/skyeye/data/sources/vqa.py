@@ -2,8 +2,9 @@
 
 Every question is one native unit: it becomes one `vqa` Example (fields `question`, `answer`,
 `question_type`) or one Reject with a countable reason. Image folders are listed once per split (names
-resolved by exact name, then by stem, so `1.tif` in an annotation finds `1.jpg` on disk) and image headers
-are read at most once per image, so the per-question work is a few dictionary look-ups.
+resolved by exact name, then by stem, so `1.tif` in an annotation finds `1.jpg` on disk) and each image is
+decoded at most once per build (a truncated or corrupt one is rejected "unreadable image", the detail says
+why), so the per-question work is a few dictionary look-ups.
 
 ## `rsvqa` — RSVQA-LR and RSVQA-HR (Lobry et al., TGRS 2020)
 
@@ -27,8 +28,8 @@ Options:
 - `prefix`: file prefix (default: the one prefix whose `*_split_{split}_questions.json` exists).
 - `images`: image folder relative to the source folder (default: the first of `Images_LR`, `Data`,
   `Images`, `images` that exists).
-- `image_size`: an int or `[width, height]` to skip reading image headers (RSVQA sizes are fixed: LR 256,
-  HR 512); by default each image's header is read once.
+- `image_size`: an int or `[width, height]`, the size every image must have (RSVQA sizes are fixed: LR 256,
+  HR 512); an image of another size is rejected "unexpected image size". Images are decoded either way.
 
 ## `rsivqa` — RSIVQA (Zheng et al., TGRS 2021)
 
@@ -84,6 +85,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +155,24 @@ def _list_files(base: Path, recursive: bool) -> Iterator[str]:
                     stack.append((f"{prefix}{entry.name}/", Path(entry.path)))
 
 
+@dataclass(frozen=True)
+class _Unusable:
+    """Why an image referenced by questions gives no examples (the detail, when set, names the file)."""
+
+    reason: str
+    detail: str = ""
+
+
+def _image(ctx: SourceContext, path: str | None) -> tuple[str, tuple[int, int]] | _Unusable:
+    """(path, size) of an image that loads whole, or why not."""
+    if path is None:
+        return _Unusable("missing image")
+    size = ctx.image_size(path)
+    return (path, size) if size else _Unusable(*ctx.image_problem(path))
+
+
 def _fixed_size(value: Any) -> tuple[int, int] | None:
-    if value is None or value == "header":
+    if value is None:
         return None
     if isinstance(value, int | float):
         return int(value), int(value)
@@ -269,8 +287,9 @@ def rsvqa(ctx: SourceContext) -> Iterator[Example | Reject]:
         image = images.get(image_id, _UNSEEN)
         if image is _UNSEEN:
             image = images[image_id] = _rsvqa_image(ctx, folder, image_id, fixed)
-        if type(image) is str:
-            yield ctx.reject(key, image, f"{name}[{position}]: image {image_id!r} in {folder.folder}")
+        if isinstance(image, _Unusable):
+            where = image.detail or f"image {image_id!r} in {folder.folder}"
+            yield ctx.reject(key, image.reason, f"{name}[{position}]: {where}")
             continue
         yield ctx.example(
             key, "vqa", [image[0]], image[1],
@@ -279,14 +298,12 @@ def rsvqa(ctx: SourceContext) -> Iterator[Example | Reject]:
         )  # fmt: skip
 
 
-def _rsvqa_image(ctx: SourceContext, folder: _ImageFolder, image_id: Any, fixed) -> tuple | str:
-    if image_id is None:
-        return "missing image"
-    path = folder.resolve(f"{image_id}.tif")
-    if path is None:
-        return "missing image"
-    size = fixed or ctx.image_size(path)
-    return (path, size) if size else "unreadable image"
+def _rsvqa_image(ctx: SourceContext, folder: _ImageFolder, image_id: Any, fixed) -> tuple | _Unusable:
+    image = _image(ctx, None if image_id is None else folder.resolve(f"{image_id}.tif"))
+    if isinstance(image, tuple) and fixed and image[1] != fixed:
+        (width, height), path = image[1], image[0]
+        return _Unusable("unexpected image size", f"{path}: {width}x{height}, not {fixed[0]}x{fixed[1]}")
+    return image
 
 
 # ----------------------------------------------------------------------------------------------- RSIVQA
@@ -421,9 +438,10 @@ def rsivqa(ctx: SourceContext) -> Iterator[Example | Reject]:
                 else:
                     image = images.get(reference, _UNSEEN)
                     if image is _UNSEEN:
-                        image = images[reference] = _rsivqa_image(ctx, folder, reference)
-                if type(image) is str:
-                    yield ctx.reject(key, image, f"{reference!r} in {images_folder}: {line}")
+                        image = images[reference] = _image(ctx, folder.resolve(reference))
+                if isinstance(image, _Unusable):
+                    where = image.detail or f"{reference!r} in {images_folder}"
+                    yield ctx.reject(key, image.reason, f"{where}: {line}")
                     continue
                 meta: dict[str, Any] = {"image_ref": reference, "file": label, "line": number}
                 digits = number_digits(answer)
@@ -432,14 +450,6 @@ def rsivqa(ctx: SourceContext) -> Iterator[Example | Reject]:
                 fields = {"question": question, "answer": answer,
                           "question_type": rsivqa_question_type(question, answer)}  # fmt: skip
                 yield ctx.example(key, "vqa", [image[0]], image[1], fields, **meta)
-
-
-def _rsivqa_image(ctx: SourceContext, folder: _ImageFolder, reference: str) -> tuple | str:
-    path = folder.resolve(reference)
-    if path is None:
-        return "missing image"
-    size = ctx.image_size(path)
-    return (path, size) if size else "unreadable image"
 
 
 # --------------------------------------------------------------------------------------------- FloodNet
@@ -507,9 +517,9 @@ def floodnet_vqa(ctx: SourceContext) -> Iterator[Example | Reject]:
         image_id = str(image_id)
         image = images.get(image_id, _UNSEEN)
         if image is _UNSEEN:
-            image = images[image_id] = _rsivqa_image(ctx, folder, image_id)
-        if type(image) is str:
-            yield ctx.reject(key, image, f"{name}[{key}]: {image_id!r} in {folder.folder}")
+            image = images[image_id] = _image(ctx, folder.resolve(image_id))
+        if isinstance(image, _Unusable):
+            yield ctx.reject(key, image.reason, f"{name}[{key}]: {image.detail or f'{image_id!r} in {folder.folder}'}")
             continue
         fields = {"question": str(question), "answer": str(answer),
                   "question_type": str(entry.get("Question_Type") or "unknown")}  # fmt: skip
