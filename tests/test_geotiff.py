@@ -252,3 +252,14 @@ def test_rasterio_is_imported_only_for_raster_files(tmp_path):
         f"load_image({str(png)!r}); assert 'rasterio' not in sys.modules, 'rasterio imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sentinel2_band_names_pick_red_green_blue(tmp_path):
+    # A B02, B03, B04, B08 stack is blue, green, red, NIR: shown in file order its red and blue would swap.
+    bands = _gradients(10, 12, 4).astype(np.uint16)
+    loaded = load_image(_write(tmp_path / "s2.tif", bands, descriptions=["B02", "B03", "B04", "B08"]))
+    out = _rgb(loaded)
+    everywhere = np.ones(bands.shape[1:], dtype=bool)
+    for channel, band in enumerate((3, 2, 1)):
+        _assert_close(out[..., channel], _stretched(bands[band - 1], everywhere))
+    assert loaded.rendering.startswith("bands 3, 2, 1 (red, green, blue by Sentinel-2 band name B04, B03, B02)")

@@ -8,12 +8,16 @@ Three bands are shown as red, green, blue, chosen by the first rule that finds a
 
 1. the bands whose colour interpretation (GDAL ``colorinterp``) is red, green, blue;
 2. the bands whose descriptions name red, green, blue as a word ("B4 red", not "infrared" or "red edge");
-3. the first three bands that are not alpha.
+3. the bands named as Sentinel-2 names them: B04, B03, B02 (the whole description, any case);
+4. the first three bands that are not alpha.
 
 With fewer than three non-alpha bands, the first band is shown as grayscale. uint8 bands are kept as is; other
 bands are each stretched to 0-255 by the 2nd-98th percentile of their valid values (`stretch_to_8bit`).
 Nodata -- the dataset's nodata value, or pixels masked by its mask or alpha band -- is left out of the
 percentiles and shown black; so are NaN and inf.
+
+The pieces are public for whole scenes (`skyeye.geo`), which choose bands the same way (`choose_rgb_bands`)
+but take one `BandRange` per band for the whole scene and apply it to every tile (`render_rgb`).
 
 rasterio is imported only when a raster file is actually opened.
 """
@@ -40,9 +44,13 @@ _COLOURS = ("red", "green", "blue")
 # Case-insensitive word match: "infrared" (NIR, SWIR) and Sentinel-2's "red edge" bands are not red.
 _DESCRIBES = {colour: re.compile(rf"(?<![a-z]){colour}(?![a-z])(?![\s_-]*edge)", re.IGNORECASE) for colour in _COLOURS}
 
+# Sentinel-2's zero-padded names only: Landsat's "B4" is red on Landsat 8-9 but near infrared on Landsat 5-7.
+_SENTINEL2_NAMES = {"red": "B04", "green": "B03", "blue": "B02"}
+
 _BAND_RENDERINGS = {
     "uint8": "kept as is",
     "percentile": "stretched 2–98 percentile to 8-bit",
+    "fixed": "stretched over a fixed range to 8-bit",
     "min-max": "stretched min–max to 8-bit",
     "constant": "rendered mid-gray (constant)",
     "empty": "rendered black (no valid values)",
@@ -62,28 +70,66 @@ class RenderedRaster(NamedTuple):
     rendering: str
 
 
-def stretch_to_8bit(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, str]:
-    """Map `values` to uint8 by the 2nd-98th percentile of those where `valid` is true; the others become 0.
+class BandRange(NamedTuple):
+    """How one band's values become 8-bit: `method` is a key of `_BAND_RENDERINGS`; `lo`..`hi` maps to 0..255."""
 
-    `valid` must exclude NaN and inf. Returns the array and the mapping used: "percentile"; "min-max" when the
-    two percentiles coincide; "constant" (valid pixels 128, mid-gray); "empty" (no valid pixel, all black).
+    method: str
+    lo: float = 0.0
+    hi: float = 0.0
+
+
+def percentile_range(values: np.ndarray, valid: np.ndarray) -> BandRange:
+    """The 2nd-98th percentile of `values` where `valid` is true (which must exclude NaN and inf).
+
+    "min-max" when the two percentiles coincide; "constant" when every valid value is the same; "empty" when
+    no value is valid.
     """
-    out = np.zeros(values.shape, dtype=np.uint8)
     # float32 halves the memory of float64 and is ample precision for choosing a display range.
     kept = values[valid].astype(np.float32)
     if kept.size == 0:
-        return out, "empty"
+        return BandRange("empty")
     lo, hi = np.percentile(kept, [2, 98])
     method = "percentile"
     if hi <= lo:
         # Mostly constant bands with a few outliers: the outliers are the only content there is.
         lo, hi = kept.min(), kept.max()
         method = "min-max"
-    if hi <= lo:
+    return BandRange("constant" if hi <= lo else method, float(lo), float(hi))
+
+
+def apply_range(values: np.ndarray, valid: np.ndarray, band: BandRange) -> np.ndarray:
+    """`values` as uint8 by `band`: invalid pixels 0, "uint8" kept, "constant" mid-gray, "empty" black."""
+    out = np.zeros(values.shape, dtype=np.uint8)
+    if band.method == "uint8":
+        out[valid] = values[valid]
+    elif band.method == "constant":
         out[valid] = 128
-        return out, "constant"
-    out[valid] = np.rint(np.clip((kept - lo) * (255.0 / (hi - lo)), 0.0, 255.0)).astype(np.uint8)
-    return out, method
+    elif band.method != "empty":
+        kept = values[valid].astype(np.float32)
+        scale = 255.0 / (band.hi - band.lo)
+        out[valid] = np.rint(np.clip((kept - band.lo) * scale, 0.0, 255.0)).astype(np.uint8)
+    return out
+
+
+def stretch_to_8bit(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, str]:
+    """Map `values` to uint8 by the 2nd-98th percentile of those where `valid` is true; the others become 0.
+
+    `valid` must exclude NaN and inf. Returns the array and the mapping used: "percentile"; "min-max" when the
+    two percentiles coincide; "constant" (valid pixels 128, mid-gray); "empty" (no valid pixel, all black).
+    """
+    band = percentile_range(values, valid)
+    return apply_range(values, valid, band), band.method
+
+
+def valid_values(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`valid` less the NaN and inf of `values` (which integer bands cannot hold)."""
+    return valid if np.issubdtype(values.dtype, np.integer) else valid & np.isfinite(values)
+
+
+def render_rgb(values: np.ndarray, valid: np.ndarray, ranges: Sequence[BandRange]) -> Image.Image:
+    """RGB image of 3 bands (or 1, as grayscale) [bands, height, width], each mapped to 8-bit by its range."""
+    channels = [apply_range(v, valid_values(v, m), r) for v, m, r in zip(values, valid, ranges, strict=True)]
+    return Image.fromarray(np.stack(channels, axis=-1) if len(channels) == 3 else channels[0]).convert("RGB")
 
 
 def needs_rasterio(path: str | os.PathLike[str]) -> bool:
@@ -134,17 +180,11 @@ def read_raster(path: str | os.PathLike[str], max_pixels: int) -> RenderedRaster
 
 def _render(bands: list[int], values: np.ndarray, valid: np.ndarray) -> tuple[Image.Image, str]:
     """The RGB image of the 3 (or 1, as grayscale) read `bands`, and how their values became 8-bit."""
-    channels, methods, all_finite = [], [], True
-    for band_values, band_valid in zip(values, valid, strict=True):
-        if band_values.dtype == np.uint8:
-            channels.append(np.where(band_valid, band_values, 0).astype(np.uint8))
-            methods.append("uint8")
-            continue
-        finite = np.isfinite(band_values)
-        all_finite = all_finite and bool(finite.all())
-        channel, method = stretch_to_8bit(band_values, band_valid & finite)
-        channels.append(channel)
-        methods.append(method)
+    ranges = [
+        BandRange("uint8") if v.dtype == np.uint8 else percentile_range(v, valid_values(v, m))
+        for v, m in zip(values, valid, strict=True)
+    ]
+    methods = [r.method for r in ranges]
     if len(set(methods)) > 1:
         notes = [f"band {band} {_BAND_RENDERINGS[method]}" for band, method in zip(bands, methods, strict=True)]
     else:
@@ -153,10 +193,9 @@ def _render(bands: list[int], values: np.ndarray, valid: np.ndarray) -> tuple[Im
         notes.append("replicated to 3 channels")
     if not valid.all():
         notes.append("nodata shown black")
-    if not all_finite:
+    if not all(valid_values(v, np.ones(v.shape, dtype=bool)).all() for v in values):
         notes.append("non-finite values set to 0")
-    image = Image.fromarray(np.stack(channels, axis=-1) if len(bands) == 3 else channels[0]).convert("RGB")
-    return image, ", ".join(notes)
+    return render_rgb(values, valid, ranges), ", ".join(notes)
 
 
 @contextmanager
@@ -179,13 +218,24 @@ def _pil_renders(dataset: DatasetReader) -> bool:
 
 def _choose_bands(dataset: DatasetReader) -> tuple[list[int], str]:
     """The 1-based bands to show as red, green, blue (or one band as grayscale), and why those."""
-    interpretation = [ci.name for ci in dataset.colorinterp]
+    return choose_rgb_bands([ci.name for ci in dataset.colorinterp], dataset.descriptions)
+
+
+def choose_rgb_bands(interpretation: Sequence[str], names: Sequence[str | None]) -> tuple[list[int], str]:
+    """The 1-based bands to show as red, green, blue (or one as grayscale) by the rules of the module doc.
+
+    `interpretation` holds each band's GDAL colour interpretation name ("red", "alpha", "undefined", ...),
+    `names` its description or name (None when it has none). Returns the bands and why those.
+    """
     bands = _rgb_bands(interpretation, lambda label, colour: label == colour)
     if bands:
         return bands, "red, green, blue by colour interpretation"
-    bands = _rgb_bands(dataset.descriptions, lambda label, colour: bool(_DESCRIBES[colour].search(label)))
+    bands = _rgb_bands(names, lambda label, colour: bool(_DESCRIBES[colour].search(label)))
     if bands:
         return bands, "red, green, blue by band description"
+    bands = _rgb_bands(names, lambda label, colour: label.strip().upper() == _SENTINEL2_NAMES[colour])
+    if bands:
+        return bands, f"red, green, blue by Sentinel-2 band name {', '.join(_SENTINEL2_NAMES.values())}"
     colour_bands = [band for band, name in enumerate(interpretation, 1) if name != "alpha"]
     if len(colour_bands) >= 3:
         return colour_bands[:3], "first three bands: no red, green, blue colour interpretation or description"
