@@ -1,4 +1,5 @@
-"""The web app: its task → question rules, and the app itself driven in headless Chromium with Playwright.
+"""The web app: its task → question rules, its sessions and error log driven through the Gradio client, and the
+app itself driven in headless Chromium with Playwright.
 
 The browser tests need Debian's chromium (`apt-get install chromium`, done by .ci/run). Without it they skip,
 unless SKYEYE_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
@@ -10,6 +11,8 @@ import io
 import os
 import re
 import socket
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,107 @@ def test_empty_questions_take_the_task_default_or_are_refused():
         question_for("Visual question answering", "", 10, 10)
 
 
+def test_an_overlong_question_is_refused_before_it_reaches_the_model():
+    with pytest.raises(ValueError, match="2001 characters long; at most 2000"):
+        question_for("Free chat", "x" * 2001, 10, 10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def served(model, **options):
+    """The app on `model`, launched the way `skyeye web` launches it; yields (app, url)."""
+    from skyeye.web.app import build_app, launch
+
+    session_options = {k: options.pop(k) for k in ("max_sessions",) if k in options}
+    app = build_app(model, [], max_new_tokens=8, **options)
+    port = free_port()
+    launch(app, "127.0.0.1", port, max_upload_mb=5, prevent_thread_lock=True, quiet=True, **session_options)
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        app.close()
+
+
+def new_session(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False, analytics_enabled=False)
+
+
+def held_chats(app) -> list:
+    from skyeye.session import ImageChat
+
+    sessions = app.state_holder.session_data.values()
+    return [value for session in sessions for value in session.state_data.values() if isinstance(value, ImageChat)]
+
+
+@pytest.fixture
+def large_scene(tmp_path) -> Path:
+    path = tmp_path / "large.png"
+    render_scene(seed=5, size=64)[0].resize((2400, 1800)).save(path)  # 13 MB decoded, 150 KB as PNG
+    return path
+
+
+def test_sessions_keep_no_full_image_and_are_capped(small_model, large_scene):
+    from gradio_client import handle_file
+
+    from skyeye.web.app import DISPLAY_SIDE
+    from test_session import held_pixel_bytes
+
+    with served(small_model, max_sessions=3) as (app, url):
+        sessions = [new_session(url) for _ in range(6)]
+        for session in sessions:
+            session.predict(handle_file(str(large_scene)), api_name="/upload")
+        chats = held_chats(app)
+        assert 1 <= len(chats) <= 3
+        side = small_model.cfg.vision.image_size
+        assert all(held_pixel_bytes(chat) <= 3 * (side * side + DISPLAY_SIDE * 768) for chat in chats)
+        status = sessions[-1].predict("", "Caption", [], api_name="/ask")[2]
+        assert status.startswith("Answer 1:")
+
+
+def test_a_session_is_forgotten_after_its_time_to_live(small_model, large_scene):
+    from gradio_client import handle_file
+
+    with served(small_model, session_ttl_s=1) as (app, url):
+        new_session(url).predict(handle_file(str(large_scene)), api_name="/upload")
+        assert len(held_chats(app)) == 1
+        deadline = time.monotonic() + 30
+        while held_chats(app):
+            assert time.monotonic() < deadline, "the session outlived its time to live"
+            time.sleep(0.5)
+
+
+def test_user_mistakes_are_one_line_in_the_server_log_not_a_traceback(small_model, large_scene, tmp_path, capfd,
+                                                                     caplog):  # fmt: skip
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("these are field notes, not pixels")
+    with served(small_model) as (_, url):
+        session = new_session(url)
+        with pytest.raises(AppError, match="Upload an image"):
+            session.predict("", "Caption", [], api_name="/ask")
+        assert "not an image PIL can read" in session.predict(handle_file(str(notes)), api_name="/upload")[1]
+        session.predict(handle_file(str(large_scene)), api_name="/upload")
+        mistakes = [("x" * 3000, "Free chat", "at most 2000"), ("the left one", "Referring expression", "four pixel"),
+                    ("describe " * 150, "Caption", "more than the context")]  # fmt: skip
+        for typed, task, complaint in mistakes:
+            with pytest.raises(AppError, match=complaint):
+                session.predict(typed, task, [], api_name="/ask")
+    logged = [record.getMessage() for record in caplog.records if record.name == "skyeye.web.app"]
+    assert len(logged) == 5 and all("\n" not in line for line in logged)
+    assert "not an image PIL can read" in logged[1] and "more than the context" in logged[4]
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err + printed.out
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
@@ -66,16 +170,13 @@ def browser():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     from skyeye.model.loading import default_source, load_model
-    from skyeye.web.app import build_app
+    from skyeye.web.app import build_app, launch
     from skyeye.web.examples import make_examples
 
     examples = make_examples(tmp_path_factory.mktemp("examples"))
     app = build_app(load_model(default_source()), examples, max_new_tokens=24)
-    app.queue()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="5mb")
+    port = free_port()
+    launch(app, "127.0.0.1", port, max_upload_mb=5, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}"
     app.close()
 

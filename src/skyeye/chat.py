@@ -1,14 +1,21 @@
 """`skyeye chat`: a terminal conversation about one image, answers streamed token by token.
 
 Lines starting with `/` are commands (`/help` lists them); anything else is a question. The conversation is
-an `ImageChat` (skyeye.session), the same object the web app uses. Without a terminal (stdin piped) it prints
-no prompts and reads questions to the end of input, so it can be scripted.
+an `ImageChat` (skyeye.session), the same object the web app uses.
+
+In a terminal, lines are read with readline: the arrow keys edit the line and recall earlier lines of the
+session. Ctrl-C while an answer streams stops that answer, which is then not part of the conversation, and
+returns to the prompt; Ctrl-C or Ctrl-D at the prompt leaves (exit status 0). Without a terminal (stdin piped)
+it prints no prompts and reads questions to the end of input, so it can be scripted; there Ctrl-C ends the run
+(`skyeye: interrupted`, exit status 130).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import TextIO
 
@@ -34,9 +41,11 @@ class TerminalChat:
 
     def ask(self, question: str) -> None:
         self.out.write("skyeye> ")
-        for piece in self.chat.stream(question, self.task):
-            self.out.write(piece)
-            self.out.flush()
+        # closing(): an interrupt between two pieces stops the generation now, not when the stream is collected.
+        with closing(self.chat.stream(question, self.task)) as pieces:
+            for piece in pieces:
+                self.out.write(piece)
+                self.out.flush()
         self.out.write("\n")
         for number, box in enumerate(self.chat.turns[-1].boxes, 1):
             self.out.write(f"  {box.summary(number)}\n")
@@ -78,13 +87,11 @@ def run_chat(model, image: Path, lines: TextIO = sys.stdin, out: TextIO = sys.st
              max_new_tokens: int = 128) -> int:  # fmt: skip
     interactive = lines.isatty()
     terminal = TerminalChat(model, image, out, max_new_tokens)
+    read_line = _terminal_reader() if interactive else lines.readline
     if interactive:
         terminal.say(f"chatting about {image}; /help lists the commands")
     while True:
-        if interactive:
-            out.write("you> ")
-            out.flush()
-        line = lines.readline()
+        line = read_line()
         if not line:
             return 0
         line = line.strip()
@@ -96,5 +103,23 @@ def run_chat(model, image: Path, lines: TextIO = sys.stdin, out: TextIO = sys.st
                     return 0
             else:
                 terminal.ask(line)
+        except KeyboardInterrupt:
+            if not interactive:  # a script is being stopped, not one answer
+                raise
+            terminal.say("\n(interrupted)" if line.startswith("/") else "\n(answer stopped)")
         except (OSError, ValueError) as err:  # a bad /image or /save path, an over-long conversation
             terminal.say(f"error: {err}")
+
+
+def _terminal_reader() -> Callable[[], str]:
+    """Reads a line at the `you> ` prompt with readline editing and history; "" (end of input) on Ctrl-C/Ctrl-D."""
+    import readline  # noqa: F401  (importing it is what gives input() line editing and history)
+
+    def read() -> str:
+        try:
+            return input("you> ") + "\n"
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return ""
+
+    return read

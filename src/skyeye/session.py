@@ -3,7 +3,13 @@
 The history is the model's own `Conversation`, so every turn is rendered by the same prompt code as
 `skyeye ask` and training. `stream` yields the answer as it is generated: generation runs in a worker
 thread that feeds a transformers `TextIteratorStreamer`, and the finished answer (its boxes in pixels)
-is recorded as a turn once the stream ends.
+is recorded as a turn once the stream ends; a stream closed early (Ctrl-C in the terminal, a cleared
+conversation in the web app) stops its generation and records nothing.
+
+A conversation never keeps the decoded full-resolution image (a 9000 x 9000 scene is 243 MB): only the image
+already resized to the vision tower's input square, which gives the model exactly the tensor the full image
+would (`skyeye.images.resize_for_model`), the full image's size as numbers, for boxes in its pixels, and on
+request a copy scaled to fit a display. What one conversation holds is therefore bounded, whatever the upload.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from skyeye.boxes import FoundBox
-from skyeye.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from PIL import Image
+
+from skyeye.boxes import FoundBox, find_boxes
+from skyeye.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, resize_for_model
 from skyeye.prompts import Conversation
 
 
@@ -28,15 +36,26 @@ class ChatTurn:
 
 
 class ImageChat:
-    """An image, the conversation about it so far, and the boxes each answer named."""
+    """An image, the conversation about it so far, and the boxes each answer named.
 
-    def __init__(self, model, image, max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS):
+    `image` is the image as the model sees it (resized to its input square) with the source's size, mode and
+    rendering; `size` is the width and height of the upright full-resolution image, the frame of every box;
+    `display` (only with `display_side`) is the image scaled to at most `display_side` pixels a side.
+    """
+
+    def __init__(self, model, image, max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 display_side: int | None = None):  # fmt: skip
         self.model, self.max_new_tokens, self.max_pixels = model, max_new_tokens, max_pixels
+        self.display_side = display_side
         self.open_image(image)
 
     def open_image(self, source) -> None:
         """Loads `source` (a path or PIL image) and starts a new conversation; raises `ImageError`."""
-        self.image: LoadedImage = load_image(source, max_pixels=self.max_pixels)
+        loaded = load_image(source, max_pixels=self.max_pixels)
+        self.size: tuple[int, int] = loaded.image.size
+        self.display: Image.Image | None = None if self.display_side is None else _fit(loaded.image, self.display_side)
+        model_input = resize_for_model(loaded.image, self.model.cfg.vision.image_size)
+        self.image: LoadedImage = replace(loaded, image=model_input)
         self.image_path = Path(source) if isinstance(source, (str, Path)) else None
         self.reset()
 
@@ -46,15 +65,18 @@ class ImageChat:
 
     def stream(self, question: str, task: str | None = None) -> Iterator[str]:
         """Yields the answer piece by piece; afterwards `turns[-1]` holds it with its boxes and timings."""
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
         outcome: dict = {}
 
         def generate() -> None:
             try:
-                outcome["answer"] = self.model.ask(self.image, question, task=task, history=self.conversation,
-                                                   max_new_tokens=self.max_new_tokens, streamer=streamer)  # fmt: skip
+                outcome["answer"] = self.model.ask(
+                    self.image, question, task=task, history=self.conversation, max_new_tokens=self.max_new_tokens,
+                    streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                )  # fmt: skip
             except Exception as err:  # re-raised in the caller's thread once the stream is closed
                 outcome["error"] = err
                 streamer.end()
@@ -62,18 +84,25 @@ class ImageChat:
         started = time.perf_counter()
         first_piece_s = None
         worker = threading.Thread(target=generate, name="skyeye-generate", daemon=True)
-        worker.start()
-        for piece in streamer:
-            if first_piece_s is None and piece:
-                first_piece_s = time.perf_counter() - started
-            yield piece
-        worker.join()
+        try:
+            worker.start()
+            for piece in streamer:
+                if first_piece_s is None and piece:
+                    first_piece_s = time.perf_counter() - started
+                yield piece
+        finally:
+            # Closed early or interrupted: the model stops at its next token instead of answering to the end.
+            stop.set()
+            if worker.is_alive():
+                worker.join()
         if "error" in outcome:
             raise outcome["error"]
         answer = outcome["answer"]
         self.conversation = answer.conversation
+        # The model saw the resized image; the boxes are placed in the pixels of the full one.
+        boxes = find_boxes(answer.text, *self.size)
         timings = {"first_token_s": first_piece_s or 0.0, "total_s": time.perf_counter() - started}
-        self.turns.append(ChatTurn(self.conversation.turns[-1].user, answer.text, answer.boxes, timings))
+        self.turns.append(ChatTurn(self.conversation.turns[-1].user, answer.text, boxes, timings))
 
     def to_record(self) -> dict:
         """The conversation, its boxes and the image, as written by `/save`."""
@@ -86,3 +115,21 @@ class ImageChat:
                 for turn in self.turns
             ],
         }
+
+
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    """`image` scaled down (never up) so that its longer side is at most `side`."""
+    scale = min(1.0, side / max(image.size))
+    return image.resize((round(image.width * scale), round(image.height * scale))) if scale < 1.0 else image
+
+
+class _StopWhenSet:
+    """A transformers stopping criterion that ends generation once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

@@ -3,10 +3,17 @@
 Each browser session holds one `ImageChat` (skyeye.session), the object `skyeye chat` uses too, so the web
 app has no prompt code of its own. One model serves every session: generation events share one queue slot
 (`concurrency_id="model"`), so answers are produced one at a time while uploads and clears stay responsive.
+
+Memory stays bounded however many people use it: a session keeps no full-resolution image, only the model's
+input square and a copy at most DISPLAY_SIDE pixels a side (see `skyeye.session`); a session is forgotten
+`session_ttl_s` after its last upload, answer or clear; and at most `max_sessions` sessions are kept, the
+least recently used going first. A user's mistake (an unreadable upload, a question too long or without an
+image) is shown to them and logged as one line, never as a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,58 +23,68 @@ from skyeye.draw import draw_boxes
 from skyeye.images import DEFAULT_MAX_PIXELS, ImageError
 from skyeye.prompts import identifier_of
 from skyeye.session import ChatTurn, ImageChat
-from skyeye.web.tasks import WEB_TASKS, question_for
+from skyeye.web.tasks import MAX_QUESTION_CHARS, WEB_TASKS, question_for
 
 # Gradio reports usage to its servers unless told otherwise; this app never talks to the outside.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"]
 DISPLAY_SIDE = 1024  # the shown image is scaled down to this longest side; boxes are scaled with it
+SESSION_TTL_S = 3600  # a conversation is forgotten an hour after its last upload, answer or clear
+MAX_SESSIONS = 100  # each holds at most ~3.7 MB of pixels (a 1024 px display copy and the model's square)
 NO_IMAGE = "Upload an image (PNG, JPEG, TIFF incl. 16-bit and multi-band GeoTIFF) or pick an example."
 
+log = logging.getLogger(__name__)
 
-def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The Gradio Blocks app (not launched)."""
+
+def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
+              session_ttl_s: float = SESSION_TTL_S):  # fmt: skip
+    """The Gradio Blocks app (not launched; `launch` it to apply the session cap)."""
     import gradio as gr
+
+    def refuse(message: str) -> gr.Error:
+        """The error to raise for a user's mistake: shown to them, one line in the server log."""
+        return gr.Error(_logged(message), print_exception=False)
 
     def open_image(path: str | None):
         if not path:
             return None, None, NO_IMAGE, [], ""
         try:
-            chat = ImageChat(model, path, max_new_tokens=max_new_tokens, max_pixels=max_pixels)
+            chat = ImageChat(model, path, max_new_tokens=max_new_tokens, max_pixels=max_pixels,
+                             display_side=DISPLAY_SIDE)  # fmt: skip
         except ImageError as err:
-            message = f"Cannot use {Path(path).name}: {str(err).replace(path, Path(path).name)}"
+            message = _logged(f"Cannot use {Path(path).name}: {str(err).replace(path, Path(path).name)}")
             gr.Warning(message)
             return None, None, message, [], ""
         return chat, _display(chat, None), _describe(chat), [], ""
 
     def answer(typed: str, label: str, chat: ImageChat | None, history: list):
         if chat is None:
-            raise gr.Error(NO_IMAGE)
-        width, height = chat.image.image.size
+            raise refuse(NO_IMAGE)
         try:
-            question, task = question_for(label, typed, width, height)
+            question, task = question_for(label, typed, *chat.size)
         except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise refuse(str(err)) from None
         history = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        yield history, gr.skip(), "Generating…", ""
+        yield history, gr.skip(), "Generating…", "", gr.skip()
         try:
             for piece in chat.stream(question, task):
                 history[-1]["content"] += piece
-                yield history, gr.skip(), "Generating…", ""
+                yield history, gr.skip(), "Generating…", "", gr.skip()
         except ValueError as err:  # e.g. the conversation no longer fits the model's context
-            raise gr.Error(f"{err} (clear the conversation to go on)") from None
+            raise refuse(f"{err} (clear the conversation to go on)") from None
         turn = chat.turns[-1]
         history[-1]["content"] = _answer_text(turn)
-        yield history, _display(chat, turn), _timing(len(chat.turns), turn), ""
+        # Setting the state again restarts its time to live: a conversation in use is not forgotten.
+        yield history, _display(chat, turn), _timing(len(chat.turns), turn), "", chat
 
     def clear(chat: ImageChat | None):
         if chat is not None:
             chat.reset()
-        return [], None if chat is None else _display(chat, None), ""
+        return [], None if chat is None else _display(chat, None), "", chat
 
-    with gr.Blocks(title="SkyEye") as app:
-        chat_state = gr.State(None)
+    with gr.Blocks(title="SkyEye", delete_cache=(600, session_ttl_s)) as app:
+        chat_state = gr.State(None, time_to_live=session_ttl_s)
         gr.Markdown("## SkyEye: ask about a remote-sensing image")
         with gr.Row():
             with gr.Column(scale=1):
@@ -79,27 +96,44 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
             with gr.Column(scale=1):
                 conversation = gr.Chatbot(label="Conversation", height=420, elem_id="conversation")
                 task = gr.Radio(list(WEB_TASKS), value="Free chat", label="Task", elem_id="task")
-                question = gr.Textbox(label="Question", placeholder=WEB_TASKS["Free chat"].hint, elem_id="question")
+                question = gr.Textbox(label="Question", placeholder=WEB_TASKS["Free chat"].hint, elem_id="question",
+                                      max_length=MAX_QUESTION_CHARS)  # fmt: skip
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear_button = gr.Button("Clear conversation", elem_id="clear")
                 status = gr.Markdown("", elem_id="status")
 
-        upload.change(open_image, [upload], [chat_state, shown, about, conversation, status])
+        upload.change(open_image, [upload], [chat_state, shown, about, conversation, status], api_name="upload")
         task.change(lambda label: gr.update(placeholder=WEB_TASKS[label].hint), [task], [question])
         answering = [
             trigger(
                 answer,
                 [question, task, chat_state, conversation],
-                [conversation, shown, status, question],
+                [conversation, shown, status, question, chat_state],
                 concurrency_limit=1,
                 concurrency_id="model",
+                api_name=name,
             )  # fmt: skip
-            for trigger in (send.click, question.submit)
+            for trigger, name in ((send.click, "ask"), (question.submit, None))
         ]
         # Clearing stops an answer being streamed, so that it cannot reappear in the cleared conversation.
-        clear_button.click(clear, [chat_state], [conversation, shown, status], cancels=answering)
+        clear_button.click(clear, [chat_state], [conversation, shown, status, chat_state], cancels=answering,
+                           api_name="clear")  # fmt: skip
     return app
+
+
+def launch(app, host: str, port: int, max_upload_mb: int, max_sessions: int = MAX_SESSIONS, **options) -> None:
+    """Queues and launches `app`, keeping at most `max_sessions` sessions (the least recently used go first)."""
+    app.queue(max_size=64, default_concurrency_limit=4)
+    app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb",
+               state_session_capacity=max_sessions, **options)  # fmt: skip
+
+
+def _logged(mistake: str) -> str:
+    """A user's mistake, logged as one line (as shown to them, with the upload's name, not its temporary path)."""
+    mistake = " ".join(mistake.split())
+    log.warning("web: %s", mistake)
+    return mistake
 
 
 def _describe(chat: ImageChat) -> str:
@@ -110,14 +144,12 @@ def _describe(chat: ImageChat) -> str:
 
 def _display(chat: ImageChat, turn: ChatTurn | None):
     """The rendered image, scaled to DISPLAY_SIDE, with the boxes of `turn` (if any) drawn on it."""
-    image = chat.image.image
-    scale = min(1.0, DISPLAY_SIDE / max(image.size))
-    if scale < 1.0:
-        image = image.resize((round(image.width * scale), round(image.height * scale)))
     if turn is None:
-        return image
-    boxes = [replace(box, pixels=tuple(v * scale for v in box.pixels)) for box in _turn_boxes(chat, turn)]
-    return draw_boxes(image, boxes)
+        return chat.display
+    scale_x, scale_y = chat.display.width / chat.size[0], chat.display.height / chat.size[1]
+    boxes = [replace(box, pixels=(x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y))
+             for box in _turn_boxes(chat, turn) for x1, y1, x2, y2 in [box.pixels]]  # fmt: skip
+    return draw_boxes(chat.display, boxes)
 
 
 def _turn_boxes(chat: ImageChat, turn: ChatTurn) -> list:
@@ -126,8 +158,7 @@ def _turn_boxes(chat: ImageChat, turn: ChatTurn) -> list:
     if turn.boxes:
         asked = _short(turn.user[len(identifier_of(turn.user) or "") :])
         return [replace(box, phrase=box.phrase or asked) for box in turn.boxes]
-    width, height = chat.image.image.size
-    return [replace(box, phrase=box.phrase or _short(turn.assistant)) for box in find_boxes(turn.user, width, height)]
+    return [replace(box, phrase=box.phrase or _short(turn.assistant)) for box in find_boxes(turn.user, *chat.size)]
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -146,10 +177,9 @@ def _timing(number: int, turn: ChatTurn) -> str:
     return f"Answer {number}: first token after {first:.2f} s, complete in {total:.2f} s, {boxes}"
 
 
-def serve(model, host: str, port: int, examples_folder: Path, max_upload_mb: int, **options) -> None:
+def serve(model, host: str, port: int, examples_folder: Path, max_upload_mb: int, max_sessions: int = MAX_SESSIONS,
+          **options) -> None:  # fmt: skip
     """Builds the app with generated examples and serves it until interrupted."""
     from skyeye.web.examples import make_examples
 
-    app = build_app(model, make_examples(examples_folder), **options)
-    app.queue(max_size=64, default_concurrency_limit=4)
-    app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb")
+    launch(build_app(model, make_examples(examples_folder), **options), host, port, max_upload_mb, max_sessions)

@@ -35,6 +35,7 @@ WEB_TASKS: dict[str, WebTask] = {
 }
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+MAX_QUESTION_CHARS = 2000  # far beyond any real question; keeps a pasted book from being tokenized
 
 
 def question_for(label: str, typed: str, width: int, height: int) -> tuple[str, str]:
@@ -43,6 +44,8 @@ def question_for(label: str, typed: str, width: int, height: int) -> tuple[str, 
         raise ValueError(f"unknown task {label!r}; tasks: {', '.join(WEB_TASKS)}")
     spec = WEB_TASKS[label]
     typed = typed.strip()
+    if len(typed) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(typed)} characters long; at most {MAX_QUESTION_CHARS} are accepted")
     if spec.region_template is not None:
         return spec.region_template.format(box=_region(typed, width, height)), spec.task
     question = typed or spec.default
