@@ -244,18 +244,29 @@ def test_multipage_tiff_gives_first_page(tmp_path):
     assert (_assert_rgb8(load_image(path)) == 10).all()
 
 
-def test_exif_orientation_applied(tmp_path):
+@pytest.mark.parametrize(("orientation", "band_at"), [(6, (2, 10)), (8, (37, 10))])
+def test_exif_orientation_applied_and_sizes_in_the_upright_frame(tmp_path, orientation, band_at):
     im = Image.new("RGB", (40, 20), (0, 0, 0))
     im.paste((255, 255, 255), (0, 0, 10, 20))  # left band white
     exif = Image.Exif()
-    exif[0x0112] = 6  # stored rotated: display needs a 90° clockwise turn
+    exif[0x0112] = orientation  # 6: display needs a 90° clockwise turn; 8: counter-clockwise
     path = _save(tmp_path, "rotated.jpg", im, exif=exif, quality=95)
     loaded = load_image(path)
-    assert loaded.original_size == (40, 20)
+    # Boxes are read in the frame of `image`; the reported size must be that frame, not the stored one.
     assert loaded.image.size == (20, 40)
+    assert loaded.original_size == loaded.image.size
+    assert f"EXIF orientation {orientation}" in loaded.rendering
     out = _assert_rgb8(loaded).astype(int)
-    assert out[2, 10].min() > 200  # the left band is now on top
-    assert out[37, 10].max() < 50
+    assert out[band_at].min() > 200  # the left band is now on top (6) or at the bottom (8)
+    assert out[39 - band_at[0], 10].max() < 50
+
+
+def test_exif_orientation_that_keeps_the_frame_is_not_reported(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 1  # upright already
+    loaded = load_image(_save(tmp_path, "upright.jpg", Image.new("RGB", (40, 20)), exif=exif))
+    assert loaded.original_size == loaded.image.size == (40, 20)
+    assert "EXIF" not in loaded.rendering
 
 
 # ---------------------------------------------------------------- errors

@@ -27,7 +27,8 @@ and why, e.g. ``bands 3, 2, 1 (red, green, blue by colour interpretation) of 4-b
 Files are validated before their pixels are decoded: a missing path, a directory, something PIL cannot
 identify, a zero-size image, or one with more than ``max_pixels`` pixels (read from the header, so a
 decompression bomb costs nothing) raises `ImageError`; so does pixel data that is truncated or corrupt.
-Multi-frame files (GIF, multi-page TIFF, APNG) give their first frame, and EXIF orientation is applied.
+Multi-frame files (GIF, multi-page TIFF, APNG) give their first frame, and EXIF orientation is applied: sizes
+and boxes are in the upright frame.
 An in-memory image is used as given (its current frame) and is never modified.
 
 A video frame is loaded from a path written ``video.mp4#frame=N`` (also .avi, .mov, .mkv; see `skyeye.video`):
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from skyeye.geotiff import RasterError, needs_rasterio, read_raster, stretch_to_8bit
 from skyeye.video import VideoError, frame_reference, parse_frame_reference, read_video_frame
@@ -94,8 +95,9 @@ class ImageError(ValueError):
 class LoadedImage:
     """An image ready for the model, and where it came from.
 
-    `original_size` and `original_mode` describe the source as stored, before EXIF orientation and mode
-    conversion, so for a rotated photo `image.size` is `original_size` swapped.
+    `original_size` is the full-resolution size in the upright frame (EXIF orientation applied), the frame
+    `image` and every pixel box of an answer are in; `original_mode` is the mode as stored, before
+    conversion. `rendering` says how the pixels became RGB and names an EXIF orientation that was applied.
     """
 
     image: Image.Image
@@ -211,6 +213,7 @@ def _load_opened(im: Image.Image, path: str | None, label: str, max_pixels: int)
     original_mode = im.mode
     try:
         im.load()
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
         # exif_transpose always returns a new image, detached from the file that is closed after this.
         upright = ImageOps.exif_transpose(im)
     except Image.DecompressionBombError as e:
@@ -218,10 +221,12 @@ def _load_opened(im: Image.Image, path: str | None, label: str, max_pixels: int)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{label}: corrupt or truncated image data ({e})") from e
     rgb, rendering = _render_rgb(upright, label)
+    if orientation in range(2, 9):  # 1 is upright already; other values are invalid and ignored by PIL too
+        rendering += f"; EXIF orientation {orientation} applied (stored {width}x{height})"
     return LoadedImage(
         image=rgb,
         path=path,
-        original_size=(width, height),
+        original_size=rgb.size,
         original_mode=original_mode,
         rendering=rendering,
     )
@@ -254,6 +259,15 @@ def _stretch_single_band(im: Image.Image, depth: str) -> tuple[Image.Image, str]
     return Image.fromarray(out).convert("RGB"), rendering
 
 
+def resize_for_model(image: Image.Image, size: int) -> Image.Image:
+    """The bicubic squash to `size` x `size` that `to_pixel_tensor` applies.
+
+    An image already `size` x `size` is only copied by it, so a caller may keep this small copy instead of the
+    full image (a `skyeye.session` conversation does) and get exactly the tensor the full image would give.
+    """
+    return image.resize((size, size), Image.Resampling.BICUBIC)
+
+
 def to_pixel_tensor(
     image: Image.Image,
     size: int,
@@ -276,7 +290,7 @@ def to_pixel_tensor(
     if any(s == 0 for s in std):
         raise ValueError(f"std must be non-zero, got {std!r}")
 
-    resized = image.resize((size, size), Image.Resampling.BICUBIC)
+    resized = resize_for_model(image, size)
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).to(torch.float32).div(255)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

@@ -25,10 +25,19 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the {what}: {err}") from err
+        raise ConfigError(f"{path}: cannot read the {what}: {_one_line(err)}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} must be a mapping of fields")
     return data
+
+
+def _one_line(err: Exception) -> str:
+    """PyYAML's message in one line: it spans several, with the source quoted and a caret under the spot."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{err.context + ': ' if err.context else ''}{err.problem}{where}"
+    return " ".join(str(err).split())
 
 
 def build(cls: type, data: Any, origin: str, prefix: str = "") -> Any:
@@ -109,5 +118,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str = "c
         try:
             target[leaf] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{origin}: override {override!r}: the value is not valid YAML: {err}") from err
+            problem = _one_line(err)
+            raise ConfigError(f"{origin}: override {override!r}: the value is not valid YAML: {problem}") from err
     return data

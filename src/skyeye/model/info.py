@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from skyeye.model.checkpoint import CONFIG_FILE, is_checkpoint
-from skyeye.model.config import SkyEyeConfig, load_preset
+from skyeye.model.config import SkyEyeConfig, load_preset, preset_dir
+from skyeye.model.loading import bundled_model
 
 PART_TITLES = {
     "vision": "vision tower + ln_vision",
@@ -21,12 +22,27 @@ def config_of(source: str | Path) -> SkyEyeConfig:
     path = Path(source)
     if is_checkpoint(path):
         return SkyEyeConfig.from_yaml(path / CONFIG_FILE)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return SkyEyeConfig.from_yaml(path)
     if path.exists():
         raise ValueError(
-            f"{path}: `info` reads presets and SkyEye checkpoint folders; convert a released "
-            ".pth first with `skyeye convert`"
+            f"{path}: `info` reads presets, model config .yaml files and SkyEye checkpoint folders; convert a "
+            "released .pth first with `skyeye convert`"
         )
     return load_preset(str(source))
+
+
+def origin_of(source: str | Path) -> str:
+    """Which model `source` is: the bundled one, a preset or a checkpoint folder, named with its path."""
+    path = Path(source)
+    bundled = bundled_model()
+    if bundled is not None and path.exists() and path.resolve() == bundled.resolve():
+        return f"the bundled trained model, {bundled} (the default of ask, chat, web and eval)"
+    if is_checkpoint(path):
+        return f"checkpoint {path}"
+    if path.is_file():
+        return f"model config {path}"
+    return f"preset {source} ({preset_dir() / f'{source}.yaml'})"
 
 
 def describe(source: str | Path) -> str:
@@ -38,9 +54,14 @@ def describe(source: str | Path) -> str:
     v, llm, lora = cfg.vision, cfg.llm, cfg.lora
     side = v.image_size // v.patch_size
     lines = [
+        origin_of(source),
         f"model {cfg.name}  (dtype {cfg.dtype}, trainable parts: {', '.join(cfg.trainable)})",
         f"  vision    {v.kind}: {v.image_size}px, patch {v.patch_size} -> {side}x{side}={v.num_patches} patches, "
-        f"width {v.width}, depth {v.depth}, heads {v.heads}, mlp {v.mlp_dim}",
+        + (
+            f"{v.width} channels in the last stage, {v.depth} residual blocks per stage"
+            if v.kind == "conv"  # heads and mlp_dim mean nothing to a CNN
+            else f"width {v.width}, depth {v.depth}, heads {v.heads}, mlp {v.mlp_dim}"
+        ),
         f"  merge     {cfg.merge_tokens} neighbouring tokens -> {cfg.visual_tokens_per_image} visual tokens of "
         f"{v.width * cfg.merge_tokens} dims per image",
         f"  alignment Linear({v.width * cfg.merge_tokens}, {llm.hidden_size})"
