@@ -26,7 +26,7 @@ HELP = """commands:
   /task NAME     prefix later questions with a task's identifier (NAME: {tasks}; /task none: no prefix)
   /image PATH    talk about another image (starts a new conversation)
   /reset         forget the conversation, keep the image
-  /save FILE     write the conversation, its boxes and the image path to a JSON file
+  /save FILE     write the conversation, its boxes (on the map too, for a GeoTIFF) and the image path to JSON
   /help          this list
   /quit          leave (so does end of input)"""
 
@@ -47,8 +47,11 @@ class TerminalChat:
                 self.out.write(piece)
                 self.out.flush()
         self.out.write("\n")
+        georeference = self.chat.georeference
         for number, box in enumerate(self.chat.turns[-1].boxes, 1):
             self.out.write(f"  {box.summary(number)}\n")
+            for line in georeference.box_lines(box.pixels) if georeference else []:
+                self.out.write(f"    {line}\n")
 
     def command(self, line: str) -> bool:
         """Runs a /command; returns False when the session should end."""
@@ -71,6 +74,8 @@ class TerminalChat:
             self.chat.open_image(Path(argument))
             width, height = self.chat.image.original_size
             self.say(f"image: {argument} ({width} x {height}, {self.chat.image.rendering})")
+            if self.chat.georeference is not None:
+                self.say(f"boxes also on the map: {self.chat.georeference.how}, and in WGS84 lon/lat")
         elif name == "save":
             Path(argument).write_text(json.dumps(self.chat.to_record(), indent=1))
             self.say(f"saved to {argument}")

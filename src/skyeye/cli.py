@@ -546,9 +546,11 @@ def run_map(args) -> int:
 
 
 def run_ask(args) -> int:
+    from skyeye.geo.georef import georeference_of
     from skyeye.images import DEFAULT_MAX_PIXELS, load_image
 
     image = load_image(args.image, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    georeference = georeference_of(image)  # None unless a raster with a CRS whose pixels are the image's
     if args.draw:
         _check_writable_image(args.draw)  # before the model answers: a late failure would lose the answer
     model = _load(args)
@@ -561,19 +563,27 @@ def run_ask(args) -> int:
     answer = model.ask(image, args.question, task=args.task, **generation)
     if args.draw:
         from skyeye.draw import draw_boxes
+        from skyeye.geo.drawing import save_drawing
 
-        draw_boxes(image.image, answer.boxes).save(args.draw)
+        how = save_drawing(draw_boxes(image.image, answer.boxes), args.draw, georeference, args.image)
         count = len(answer.boxes)
         drawn = f"{count} box{'es' if count > 1 else ''} drawn to {args.draw}"
-        print(drawn if count else f"no boxes in the answer; {args.draw} written without boxes", file=sys.stderr)
+        drawn = drawn if count else f"no boxes in the answer; {args.draw} written without boxes"
+        print(drawn + (f" ({how})" if how else ""), file=sys.stderr)
     if args.json:
         result = answer.to_dict()
         result.update(image=str(args.image), image_size=list(image.original_size), rendering=image.rendering)
+        if georeference is not None:
+            result["georeference"] = georeference.describe()
+            for entry, box in zip(result["boxes"], answer.boxes, strict=True):
+                entry.update(georeference.box_coordinates(box.pixels))
         print(json.dumps(result, ensure_ascii=False))
         return 0
     print(answer.text)
     for number, box in enumerate(answer.boxes, 1):
         print(box.summary(number))
+        for line in georeference.box_lines(box.pixels) if georeference else []:
+            print(f"  {line}")
     return 0
 
 

@@ -10,6 +10,8 @@ A conversation never keeps the decoded full-resolution image (a 9000 x 9000 scen
 already resized to the vision tower's input square, which gives the model exactly the tensor the full image
 would (`skyeye.images.resize_for_model`), the full image's size as numbers, for boxes in its pixels, and on
 request a copy scaled to fit a display. What one conversation holds is therefore bounded, whatever the upload.
+For a georeferenced raster it keeps its `Georeference` too (CRS and transform), which places every box on the
+map and in longitude / latitude (also in the record `/save` writes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from skyeye.boxes import FoundBox, find_boxes
+from skyeye.geo.georef import Georeference, georeference_of
 from skyeye.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, resize_for_model
 from skyeye.prompts import Conversation
 
@@ -40,7 +43,8 @@ class ImageChat:
 
     `image` is the image as the model sees it (resized to its input square) with the source's size, mode and
     rendering; `size` is the width and height of the upright full-resolution image, the frame of every box;
-    `display` (only with `display_side`) is the image scaled to at most `display_side` pixels a side.
+    `display` (only with `display_side`) is the image scaled to at most `display_side` pixels a side;
+    `georeference` is the raster's georeferencing when it has one (see `skyeye.geo.georef.georeference_of`).
     """
 
     def __init__(self, model, image, max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -53,6 +57,7 @@ class ImageChat:
         """Loads `source` (a path or PIL image) and starts a new conversation; raises `ImageError`."""
         loaded = load_image(source, max_pixels=self.max_pixels)
         self.size: tuple[int, int] = loaded.image.size
+        self.georeference: Georeference | None = georeference_of(loaded)
         self.display: Image.Image | None = None if self.display_side is None else _fit(loaded.image, self.display_side)
         model_input = resize_for_model(loaded.image, self.model.cfg.vision.image_size)
         self.image: LoadedImage = replace(loaded, image=model_input)
@@ -105,16 +110,21 @@ class ImageChat:
         self.turns.append(ChatTurn(self.conversation.turns[-1].user, answer.text, boxes, timings))
 
     def to_record(self) -> dict:
-        """The conversation, its boxes and the image, as written by `/save`."""
-        return {
+        """The conversation, its boxes (on the map too, for a georeferenced raster) and the image, for `/save`."""
+        record = {
             "image": None if self.image_path is None else str(self.image_path),
             "image_size": list(self.image.original_size),
             "rendering": self.image.rendering,
-            "turns": [
-                {"user": turn.user, "assistant": turn.assistant, "boxes": [asdict(box) for box in turn.boxes]}
-                for turn in self.turns
-            ],
         }
+        if self.georeference is not None:
+            record["georeference"] = self.georeference.describe()
+        placed = self.georeference.box_coordinates if self.georeference is not None else lambda pixels: {}
+        record["turns"] = [
+            {"user": turn.user, "assistant": turn.assistant,
+             "boxes": [{**asdict(box), **placed(box.pixels)} for box in turn.boxes]}
+            for turn in self.turns
+        ]  # fmt: skip
+        return record
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:

@@ -12,12 +12,17 @@ A raster is georeferenced by one of:
 - nothing (no CRS): coordinates stay in pixels and `how` says so; there is no longitude / latitude then.
 
 Longitude / latitude is WGS84 (EPSG:4326) in x = longitude, y = latitude order, as RFC 7946 GeoJSON wants.
+
+`georeference_of` gives the georeferencing of an image loaded by `skyeye.images.load_image` (for `skyeye ask`,
+`chat`, `web`), when its boxes' pixels are the raster's.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
     from rasterio.crs import CRS
     from rasterio.io import DatasetReader
     from shapely import Polygon
+
+    from skyeye.images import LoadedImage
 
 Point = tuple[float, float]
 WGS84 = "EPSG:4326"
@@ -84,6 +91,15 @@ class Georeference:
         lons, lats = transformer.transform([x for x, _ in points], [y for _, y in points])
         return [(float(lon), float(lat)) for lon, lat in zip(lons, lats, strict=True)]
 
+    def box_lines(self, box: Sequence[float]) -> list[str]:
+        """The box's corners (top-left, top-right, bottom-right, bottom-left) for people: map, then lon/lat."""
+        coordinates = self.box_coordinates(box)
+        if "map" not in coordinates:
+            return []
+        name = _crs_name(self.crs) if self.crs.to_epsg() else "map"
+        return [f"{name} " + " ".join(f"({x:.2f}, {y:.2f})" for x, y in coordinates["map"]),
+                "lon/lat " + " ".join(f"({x:.6f}, {y:.6f})" for x, y in coordinates["lonlat"])]  # fmt: skip
+
     def box_coordinates(self, box: Sequence[float]) -> dict:
         """A pixel box's corners for JSON: `map` (in `crs`) and `lonlat`, or `pixels` only without a CRS."""
         corners = self.corners(box)
@@ -101,6 +117,43 @@ class Georeference:
         else:
             described["gcps"] = len(self.gcps)
         return described
+
+
+def georeference_of(image: LoadedImage) -> Georeference | None:
+    """The georeferencing of the raster file `image` was loaded from, when it has a CRS (or GCPs in one) and the
+    image's pixels are the raster's; None otherwise (not a .tif/.tiff/.jp2 file, no CRS, in memory).
+
+    Only the header is read. The frames can differ: PIL turns a TIFF upright by its orientation tag (`load_image`
+    does, for the 8-bit RGB and single-band rasters PIL reads), GDAL and the transform do not; the boxes of such
+    an image are not on the raster's grid, so it has no georeferencing here.
+    """
+    from skyeye.geotiff import RASTER_SUFFIXES, needs_rasterio
+
+    if image.path is None or Path(image.path).suffix.lower() not in RASTER_SUFFIXES or not Path(image.path).is_file():
+        return None
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(image.path) as dataset:
+                size, georeference = (dataset.width, dataset.height), Georeference.of(dataset)
+    except rasterio.errors.RasterioError:
+        return None
+    if not georeference.has_crs or size != image.original_size:
+        return None
+    return georeference if needs_rasterio(image.path) or _stored_upright(image.path) else None
+
+
+def _stored_upright(path: str) -> bool:
+    """Whether PIL shows the file as stored: no orientation tag that turns or mirrors it."""
+    from PIL import ExifTags, Image
+
+    try:
+        with Image.open(path) as opened:
+            return opened.getexif().get(ExifTags.Base.Orientation, 1) not in range(2, 9)
+    except (OSError, SyntaxError, ValueError):
+        return True  # PIL does not read it, so it turns nothing
 
 
 def _crs_name(crs: CRS) -> str:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import geopandas
+
+    from skyeye.geo.georef import Georeference
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
 
@@ -48,3 +51,14 @@ def write_layer(features: geopandas.GeoDataFrame, path: str | os.PathLike[str]) 
         features.to_file(partial, driver=driver, layer=path.stem, engine="pyogrio", **options)
     partial.replace(path)
     return path
+
+
+def write_box_layer(georeference: Georeference, boxes: Sequence[tuple[Sequence[float], dict]],
+                    path: str | os.PathLike[str]) -> Path:  # fmt: skip
+    """Pixel boxes, each with its attributes, as polygons through `georeference` (all four corners), written
+    by `write_layer`."""
+    import geopandas
+
+    polygons = [georeference.polygon(pixels) for pixels, _ in boxes]
+    rows = [attributes for _, attributes in boxes]
+    return write_layer(geopandas.GeoDataFrame(rows, geometry=polygons, crs=georeference.crs), path)

@@ -9,17 +9,25 @@ input square and a copy at most DISPLAY_SIDE pixels a side (see `skyeye.session`
 `session_ttl_s` after its last upload, answer or clear; and at most `max_sessions` sessions are kept, the
 least recently used going first. A user's mistake (an unreadable upload, a question too long or without an
 image) is shown to them and logged as one line, never as a traceback.
+
+On a georeferenced raster (a GeoTIFF with a CRS) every box is listed on the map and in WGS84 lon/lat too, and
+the boxes of every answer so far are offered as GeoJSON (RFC 7946, lon/lat) to download. That file is written
+to a temporary folder, which Gradio copies into its cache at once; copies older than GEOJSON_KEEP_S are removed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from skyeye.boxes import find_boxes
 from skyeye.draw import draw_boxes
+from skyeye.geo.layer import write_box_layer
 from skyeye.images import DEFAULT_MAX_PIXELS, ImageError
 from skyeye.prompts import identifier_of
 from skyeye.session import ChatTurn, ImageChat
@@ -32,6 +40,7 @@ UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp
 DISPLAY_SIDE = 1024  # the shown image is scaled down to this longest side; boxes are scaled with it
 SESSION_TTL_S = 3600  # a conversation is forgotten an hour after its last upload, answer or clear
 MAX_SESSIONS = 100  # each holds at most ~3.7 MB of pixels (a 1024 px display copy and the model's square)
+GEOJSON_KEEP_S = 600  # far longer than Gradio takes to copy a returned file into its cache
 NO_IMAGE = "Upload an image (PNG, JPEG, TIFF incl. 16-bit and multi-band GeoTIFF) or pick an example."
 
 log = logging.getLogger(__name__)
@@ -42,21 +51,29 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
     """The Gradio Blocks app (not launched; `launch` it to apply the session cap)."""
     import gradio as gr
 
+    # Removed with the app's process; each answer's GeoJSON goes to a folder of its own in here.
+    geojson_folder = tempfile.TemporaryDirectory(prefix="skyeye-web-")
+
+    def offered_geojson(chat: ImageChat | None):
+        """The download of every box so far as GeoJSON; hidden for an image without a CRS or without boxes."""
+        path = None if chat is None else _write_geojson(chat, Path(geojson_folder.name))
+        return gr.DownloadButton(value=path, visible=path is not None)
+
     def refuse(message: str) -> gr.Error:
         """The error to raise for a user's mistake: shown to them, one line in the server log."""
         return gr.Error(_logged(message), print_exception=False)
 
     def open_image(path: str | None):
         if not path:
-            return None, None, NO_IMAGE, [], ""
+            return None, None, NO_IMAGE, [], "", offered_geojson(None)
         try:
             chat = ImageChat(model, path, max_new_tokens=max_new_tokens, max_pixels=max_pixels,
                              display_side=DISPLAY_SIDE)  # fmt: skip
         except ImageError as err:
             message = _logged(f"Cannot use {Path(path).name}: {str(err).replace(path, Path(path).name)}")
             gr.Warning(message)
-            return None, None, message, [], ""
-        return chat, _display(chat, None), _describe(chat), [], ""
+            return None, None, message, [], "", offered_geojson(None)
+        return chat, _display(chat, None), _describe(chat), [], "", offered_geojson(None)
 
     def answer(typed: str, label: str, chat: ImageChat | None, history: list):
         if chat is None:
@@ -66,22 +83,22 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
         except ValueError as err:
             raise refuse(str(err)) from None
         history = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        yield history, gr.skip(), "Generating…", "", gr.skip()
+        yield history, gr.skip(), "Generating…", "", gr.skip(), gr.skip()
         try:
             for piece in chat.stream(question, task):
                 history[-1]["content"] += piece
-                yield history, gr.skip(), "Generating…", "", gr.skip()
+                yield history, gr.skip(), "Generating…", "", gr.skip(), gr.skip()
         except ValueError as err:  # e.g. the conversation no longer fits the model's context
             raise refuse(f"{err} (clear the conversation to go on)") from None
         turn = chat.turns[-1]
-        history[-1]["content"] = _answer_text(turn)
+        history[-1]["content"] = _answer_text(chat, turn)
         # Setting the state again restarts its time to live: a conversation in use is not forgotten.
-        yield history, _display(chat, turn), _timing(len(chat.turns), turn), "", chat
+        yield history, _display(chat, turn), _timing(len(chat.turns), turn), "", chat, offered_geojson(chat)
 
     def clear(chat: ImageChat | None):
         if chat is not None:
             chat.reset()
-        return [], None if chat is None else _display(chat, None), "", chat
+        return [], None if chat is None else _display(chat, None), "", chat, offered_geojson(None)
 
     with gr.Blocks(title="SkyEye", delete_cache=(600, session_ttl_s)) as app:
         chat_state = gr.State(None, time_to_live=session_ttl_s)
@@ -92,6 +109,7 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
                 shown = gr.Image(label="Image and boxes", type="pil", format="png", interactive=False,
                                  elem_id="annotated")  # fmt: skip
                 about = gr.Markdown(NO_IMAGE, elem_id="image-info")
+                geojson = gr.DownloadButton("Boxes as GeoJSON (WGS84 lon/lat)", visible=False, elem_id="geojson")
                 gr.Examples([[str(path)] for path in examples], inputs=[upload], label="Generated examples")
             with gr.Column(scale=1):
                 conversation = gr.Chatbot(label="Conversation", height=420, elem_id="conversation")
@@ -103,13 +121,14 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
                     clear_button = gr.Button("Clear conversation", elem_id="clear")
                 status = gr.Markdown("", elem_id="status")
 
-        upload.change(open_image, [upload], [chat_state, shown, about, conversation, status], api_name="upload")
+        upload.change(open_image, [upload], [chat_state, shown, about, conversation, status, geojson],
+                      api_name="upload")  # fmt: skip
         task.change(lambda label: gr.update(placeholder=WEB_TASKS[label].hint), [task], [question])
         answering = [
             trigger(
                 answer,
                 [question, task, chat_state, conversation],
-                [conversation, shown, status, question, chat_state],
+                [conversation, shown, status, question, chat_state, geojson],
                 concurrency_limit=1,
                 concurrency_id="model",
                 api_name=name,
@@ -117,8 +136,8 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
             for trigger, name in ((send.click, "ask"), (question.submit, None))
         ]
         # Clearing stops an answer being streamed, so that it cannot reappear in the cleared conversation.
-        clear_button.click(clear, [chat_state], [conversation, shown, status, chat_state], cancels=answering,
-                           api_name="clear")  # fmt: skip
+        clear_button.click(clear, [chat_state], [conversation, shown, status, chat_state, geojson],
+                           cancels=answering, api_name="clear")  # fmt: skip
     return app
 
 
@@ -139,7 +158,10 @@ def _logged(mistake: str) -> str:
 def _describe(chat: ImageChat) -> str:
     loaded = chat.image
     width, height = loaded.original_size
-    return f"**{width} × {height}**, {loaded.original_mode}: {loaded.rendering}"
+    about = f"**{width} × {height}**, {loaded.original_mode}: {loaded.rendering}"
+    if chat.georeference is None:
+        return about
+    return f"{about}\n\nGeoreferenced ({chat.georeference.how}): boxes listed in lon/lat too, offered as GeoJSON."
 
 
 def _display(chat: ImageChat, turn: ChatTurn | None):
@@ -166,9 +188,29 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _answer_text(turn: ChatTurn) -> str:
-    listed = [f"- {box.summary(number)}" for number, box in enumerate(turn.boxes, 1)]
+def _answer_text(chat: ImageChat, turn: ChatTurn) -> str:
+    listed = []
+    for number, box in enumerate(turn.boxes, 1):
+        listed.append(f"- {box.summary(number)}")
+        listed += [f"  - {line}" for line in chat.georeference.box_lines(box.pixels)] if chat.georeference else []
     return "\n".join([turn.assistant, *listed]) if listed else turn.assistant
+
+
+def _write_geojson(chat: ImageChat, folder: Path) -> str | None:
+    """The boxes of every answer so far, as drawn, written as RFC 7946 GeoJSON in a new folder under `folder`;
+    None for an image without a CRS or a conversation without boxes. Older folders there are removed."""
+    if chat.georeference is None:
+        return None
+    boxes = [(box.pixels, {"label": box.phrase, "turn": number, "question": turn.user, "answer": turn.assistant,
+                           "pixel_box": " ".join(f"{v:.2f}" for v in box.pixels)})
+             for number, turn in enumerate(chat.turns, 1) for box in _turn_boxes(chat, turn)]  # fmt: skip
+    if not boxes:
+        return None
+    for old in folder.iterdir():
+        if time.time() - old.stat().st_mtime > GEOJSON_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True)
+    name = f"{chat.image_path.stem if chat.image_path else 'image'}-boxes.geojson"
+    return str(write_box_layer(chat.georeference, boxes, Path(tempfile.mkdtemp(dir=folder)) / name))
 
 
 def _timing(number: int, turn: ChatTurn) -> str:
