@@ -124,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix the question with this task's identifier (unless it has one already)",
     )
     _add_model_options(ask, MODEL_HELP)
-    ask.add_argument("--draw", type=Path, help="write the image with the answer's boxes drawn to this file")
+    ask.add_argument(
+        "--draw",
+        type=Path,
+        help="write the image with the answer's boxes drawn to this file "
+        "(.tif from a georeferenced raster: a GeoTIFF on the source's grid)",
+    )
     ask.add_argument("--json", action="store_true", help="print a machine-readable JSON result")
     ask.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     ask.add_argument("--num-beams", type=POSITIVE_INT, default=1, help="beam search width (1: greedy)")
