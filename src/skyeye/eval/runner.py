@@ -4,6 +4,12 @@ Predictions are appended to `predictions.jsonl` batch by batch (one line per ite
 answer and the reference), so an interrupted run resumes where it stopped and `skyeye eval score` can
 rescore the file later without a model. `run.json` beside it says what produced them (see `record`), and a
 run resumes only the identical run's answers. Metrics go to `metrics.json`, with the run.
+
+Under `accelerate launch` (or torchrun) the processes share the items: whole batches go round-robin, each
+process appends its answers to its own `predictions.partN.jsonl`, and at the end the main process merges
+the parts into `predictions.jsonl` in item order and scores them. Batches hold the same items as in one
+process, so the file and the metrics are those of a one-process run. Parts left by an interrupted run are
+merged when it resumes.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from pathlib import Path
 
 from skyeye.eval.record import RUN_FILE, differences, read_run, run_identity, write_run
 from skyeye.eval.suites import Item, Suite, read_items
+from skyeye.processes import Processes, current_processes
 
 PREDICTIONS_FILE = "predictions.jsonl"
+PART_FILE = "predictions.part{index}.jsonl"  # one process's answers in a run of several, until merged
 METRICS_FILE = "metrics.json"
 CAPTION_METRICS = ("captioning", "reg")  # scored by pycocoevalcap, whose tokenizer and METEOR run on Java
 GREEDY = {"num_beams": 1, "do_sample": False}
@@ -74,17 +82,24 @@ def require_tools(suite: Suite) -> None:
         require_java()
 
 
-def resume(out: Path, run: dict, restart: bool = False) -> dict[str, dict]:
+def resume(out: Path, run: dict, restart: bool = False, order: dict[str, int] | None = None) -> dict[str, dict]:
     """The answers already saved in `out` by this same run; a fresh run.json when there are none.
 
     Answers of another run (other model, prompt style, split, decoding, limit or data) are refused with what
-    differs, unless `restart` discards them.
+    differs, unless `restart` discards them. Parts left by an interrupted run of several processes are
+    merged first, in item `order`.
     """
     path = out / PREDICTIONS_FILE
     if restart:
         for name in (PREDICTIONS_FILE, METRICS_FILE, RUN_FILE):
             (out / name).unlink(missing_ok=True)
+        for part in part_files(out):
+            part.unlink()
     saved = load_predictions(path)
+    if part_files(out):
+        _drop_torn_line(path, saved)  # before the parts' rows are appended after it
+        merge_parts(out, order or {})
+        saved = load_predictions(path)
     if saved.rows:
         recorded = read_run(out)
         if recorded is None:
@@ -97,15 +112,43 @@ def resume(out: Path, run: dict, restart: bool = False) -> dict[str, dict]:
                 f"{out}: its {len(saved.rows):,} predictions come from another run ({'; '.join(changed)}); "
                 "pass --restart to discard them, or choose another --out"
             )
-    if saved.torn_line is not None:
-        os.truncate(path, saved.complete_bytes)
-        say(f"{path}:{saved.torn_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
+    _drop_torn_line(path, saved)
     if not saved.rows:
         write_run(out, run)
         return {}
     _end_with_newline(path)
     say(f"resuming: {len(saved.rows):,} of {run['items']['count']:,} items already answered in {path}")
     return {row["id"]: row for row in saved.rows}
+
+
+def _drop_torn_line(path: Path, saved: SavedPredictions) -> None:
+    if saved.torn_line is not None:
+        os.truncate(path, saved.complete_bytes)
+        say(f"{path}:{saved.torn_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
+        saved.torn_line = None
+
+
+def part_files(out: Path) -> list[Path]:
+    return sorted(out.glob(PART_FILE.format(index="*")))
+
+
+def merge_parts(out: Path, order: dict[str, int]) -> None:
+    """Appends the rows of every part file to predictions.jsonl, in item `order` (unknown ids last), then
+    deletes the parts; a part's truncated last line (a process killed mid-write) is left out, and said so."""
+    path = out / PREDICTIONS_FILE
+    parts = part_files(out)
+    rows = []
+    for part in parts:
+        rows += read_predictions(part)
+    rows.sort(key=lambda row: order.get(row["id"], len(order)))
+    if path.is_file():
+        _end_with_newline(path)
+    with path.open("a") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        handle.flush()
+        os.fsync(handle.fileno())  # the parts go only once their rows are safely in the merged file
+    for part in parts:
+        part.unlink()
 
 
 def _end_with_newline(path: Path) -> None:
@@ -119,28 +162,48 @@ def _end_with_newline(path: Path) -> None:
 
 
 def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: dict, batch_size: int,
-            progress: bool = True, restart: bool = False, **generation) -> list[dict]:  # fmt: skip
-    """Answers every item of `run` (`record.run_identity`) not yet in out/predictions.jsonl; all rows, in order."""
+            progress: bool = True, restart: bool = False, processes: Processes | None = None,
+            **generation) -> list[dict] | None:  # fmt: skip
+    """Answers every item of `run` (`record.run_identity`) not yet in out/predictions.jsonl; all rows, in order.
+
+    With several `processes`, each answers its share of the batches; the main process merges them and gets
+    all rows, the others None.
+    """
     from tqdm import tqdm
 
+    processes = processes or Processes()
     path = out / PREDICTIONS_FILE
-    done = resume(out, run, restart)
+    order = {item.id: index for index, item in enumerate(items)}
+    if processes.is_main:
+        done = resume(out, run, restart, order)
+    processes.wait()  # the folder is settled: every process reads the same saved answers
+    if not processes.is_main:
+        done = {row["id"]: row for row in load_predictions(path).rows}
     pending = [item for item in items if item.id not in done]
-    bar = tqdm(total=len(items), initial=len(items) - len(pending), desc=suite.name, unit=" items",
-               disable=not progress)  # fmt: skip
-    with path.open("a") as handle:
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            images = [[str(root / image) for image in item.images] for item in batch]
-            answers = model.ask_many(images, [i.prompt for i in batch], tasks=[i.task for i in batch],
-                                     batch_size=batch_size, **generation)  # fmt: skip
-            for item, answer in zip(batch, answers, strict=True):
+    # Whole batches, round-robin: each batch holds the items it would hold in one process, so the same answers.
+    starts = range(0, len(pending), batch_size)
+    mine = [item for k, start in enumerate(starts) if k % processes.count == processes.index
+            for item in pending[start : start + batch_size]]  # fmt: skip
+    own = path if processes.count == 1 else out / PART_FILE.format(index=processes.index)
+    bar = tqdm(total=len(mine), desc=suite.name, unit=" items", disable=not progress or not processes.is_main)
+    images = [[str(root / image) for image in item.images] for item in mine]
+    answered = model.iter_answers(images, [i.prompt for i in mine], tasks=[i.task for i in mine],
+                                  batch_size=batch_size, **generation)  # fmt: skip
+    with own.open("a") as handle:
+        for start, answers in zip(range(0, len(mine), batch_size), answered, strict=True):
+            for item, answer in zip(mine[start : start + batch_size], answers, strict=True):
                 row = {"suite": suite.name, **asdict(item), "prediction": answer.text, "raw_prompt": answer.prompt}
                 done[item.id] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
-            bar.update(len(batch))
+            bar.update(len(answers))
     bar.close()
+    if processes.count > 1:
+        processes.wait()
+        if not processes.is_main:
+            return None
+        merge_parts(out, order)
+        done = {row["id"]: row for row in load_predictions(path).rows}
     return [done[item.id] for item in items]
 
 
@@ -169,14 +232,20 @@ def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
 
 def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = None, limit: int | None = None,
               batch_size: int = 8, progress: bool = True, spice: bool = False, restart: bool = False,
-              model_source: str | None = None, **generation) -> dict:  # fmt: skip
-    """Asks, saves and scores; `restart` discards another run's answers in `out`, `model_source` labels the model."""
+              model_source: str | None = None, **generation) -> dict | None:  # fmt: skip
+    """Asks, saves and scores; `restart` discards another run's answers in `out`, `model_source` labels the model.
+    Under a launch of several processes, only the main one returns the report (the others None)."""
     from skyeye.model.answer import DEFAULT_MAX_NEW_TOKENS
 
     require_tools(suite)
     split = split or suite.split
-    items, rejects = read_items(suite, root, split)
-    if rejects:
+    processes = current_processes()
+    if processes.is_main:  # first, alone: a synthetic suite renders its scenes while reading
+        items, rejects = read_items(suite, root, split)
+    processes.wait()
+    if not processes.is_main:
+        items, rejects = read_items(suite, root, split)
+    if rejects and processes.is_main:
         reasons: dict[str, int] = {}
         for reject in rejects:
             reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
@@ -188,7 +257,9 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
     decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, **generation}
     run = run_identity(suite.name, split, limit, items, model, model_source, decoding)
     started = time.perf_counter()
-    rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, **decoding)
+    rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, processes, **decoding)
+    if rows is None:
+        return None
     seconds = time.perf_counter() - started
     metrics = score(suite, rows, spice)
     report = {"suite": suite.name, "split": split, "items": len(rows), "unread": len(rejects),

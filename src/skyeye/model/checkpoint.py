@@ -4,13 +4,16 @@
 (unmerged): the base weights and the `lora_A` / `lora_B` tensors are stored side by side under peft's
 names, so the adapters can still be trained further or merged later.
 
-Loading builds the model on the meta device and assigns the memory-mapped tensors into it, so peak
-memory stays close to the size of the weights themselves.
+Loading builds the model on the meta device and assigns the tensors into it. Tensors already in the
+dtype the model wants stay memory-mapped (no copy); the others are converted one by one, read through
+mappings that are closed as they go (see `read_weights`), so peak memory stays close to the size of the
+weights in the target dtype whatever dtype the file holds.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,6 +41,11 @@ def save_checkpoint(model, folder: str | Path, state: dict | None = None) -> Pat
     `state` replaces model.state_dict() (e.g. weights gathered from sharded processes)."""
     from safetensors.torch import save_file
 
+    if state is None and getattr(model, "lora_merged", False):
+        raise CheckpointError(
+            f"model {model.cfg.name}: its LoRA is merged for inference; save the model loaded without merge_lora, "
+            "so that the checkpoint keeps the base weights and LoRA apart"
+        )
     folder = Path(folder).absolute()
     foreign = sorted(set(os.listdir(folder)) - CHECKPOINT_ENTRIES) if folder.is_dir() else []
     if folder.is_file() or foreign:
@@ -53,6 +61,10 @@ def save_checkpoint(model, folder: str | Path, state: dict | None = None) -> Pat
     return atomic.publish_folder(partial)
 
 
+def read_config(folder: Path) -> SkyEyeConfig:
+    return SkyEyeConfig.from_yaml(Path(folder) / CONFIG_FILE)
+
+
 def load_checkpoint(folder: str | Path, dtype: str | None = None):
     """The model of a checkpoint folder; frozen parts in the config's dtype (or `dtype`), learning parts float32.
 
@@ -60,12 +72,11 @@ def load_checkpoint(folder: str | Path, dtype: str | None = None):
     file at load): the model checks its first output instead and then names the tensor (SkyEye.weight_files).
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from skyeye.model.skyeye import SkyEye
 
     folder = Path(folder)
-    cfg = SkyEyeConfig.from_yaml(folder / CONFIG_FILE)
+    cfg = read_config(folder)
     if dtype is not None:
         cfg.dtype = dtype
     tokenizer = load_tokenizer(resolve_tokenizer_path(cfg.tokenizer or TOKENIZER_DIR, base=folder))
@@ -75,7 +86,7 @@ def load_checkpoint(folder: str | Path, dtype: str | None = None):
     with torch.device("meta"):
         model = SkyEye(cfg, tokenizer).to_dtype(getattr(torch, cfg.dtype))
     try:
-        state = load_file(str(weights))
+        state = read_weights(weights, model.state_dict())
     except SafetensorError as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file, truncated or damaged? ({err})") from err
     assign_state(model, state, str(weights))
@@ -84,13 +95,58 @@ def load_checkpoint(folder: str | Path, dtype: str | None = None):
     return model
 
 
+def read_weights(path: Path, expected: dict[str, torch.Tensor], ignore: Callable[[str], bool] = lambda name: False
+                 ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The tensors of a safetensors file, each in the dtype of the `expected` tensor of its name; the file
+    must hold exactly the `expected` names, besides those `ignore` accepts (which are not read).
+
+    A tensor already in that dtype stays memory-mapped: its pages are read when used and are the weights
+    themselves. A tensor in another dtype is converted, and the file pages read for it stay resident as
+    long as their mapping lives (a float32 file loaded as bfloat16 would peak at three times the weights).
+    So conversions read through mappings of their own, each closed after READ_BUDGET_FRACTION of the file:
+    peak memory is the weights in the target dtype plus that fraction.
+    """
+    from safetensors import safe_open
+
+    state: dict[str, torch.Tensor] = {}
+    chunks: list[list[str]] = [[]]  # the tensors to convert, grouped by the mapping that reads them
+    budget, chunk_bytes = path.stat().st_size * READ_BUDGET_FRACTION, 0
+    with safe_open(str(path), framework="pt") as handle:
+        stored = handle.keys()
+        names = [name for name in stored if not ignore(name)]
+        require_same_names(str(path), expected, names)
+        for name in names:
+            tensor = handle.get_tensor(name)  # mapped, not yet read
+            if tensor.dtype == expected[name].dtype:
+                state[name] = fitted(str(path), name, tensor, expected[name])
+                continue
+            if chunk_bytes >= budget:
+                chunks.append([])
+                chunk_bytes = 0
+            chunks[-1].append(name)
+            chunk_bytes += tensor.nbytes
+    for chunk in chunks:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in chunk:
+                state[name] = fitted(str(path), name, handle.get_tensor(name), expected[name])
+    return state
+
+
+READ_BUDGET_FRACTION = 1 / 16
+
+
+def require_same_names(origin: str, expected, found) -> None:
+    """Every model tensor must come from the file and every tensor of the file must belong to the model."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(describe_mismatch(origin, missing, unexpected))
+
+
 def assign_state(module, state: dict[str, torch.Tensor], origin: str) -> None:
     """Assigns `state` into a meta-built module, each tensor in the dtype the module gives it (see
     SkyEye.to_dtype); every module tensor must come from `state` and vice versa."""
     expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(describe_mismatch(origin, missing, unexpected))
+    require_same_names(origin, expected, state)
     module.load_state_dict({k: fitted(origin, k, v, expected[k]) for k, v in state.items()}, assign=True)
 
 

@@ -20,6 +20,7 @@ model expects but the checkpoint lacks is an error too.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -33,12 +34,16 @@ from skyeye.model.checkpoint import (
     assign_state,
     describe_mismatch,
     fitted,
+    read_weights,
     rebuild_computed_buffers,
+    require_same_names,
 )
 from skyeye.model.config import LLMConfig, SkyEyeConfig, load_preset
 from skyeye.model.tokenizer import load_tokenizer
 
 IGNORED_EVA_PATTERNS = (r"(norm|fc_norm|head)\..*",)
+# Rotary frequencies that old LLaMA conversions saved; they are computed from the config (as transformers does).
+STALE_LLAMA_KEY = re.compile(r"rotary_emb\.inv_freq$")
 LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<which>lora_[AB])(\.default)?\.weight$")
 PEFT_WRAPPER = "llama_model.base_model.model."
 log = logging.getLogger(__name__)
@@ -107,13 +112,17 @@ def load_llama(folder: str | Path, dtype: torch.dtype):
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: not a Hugging Face LLaMA folder (no config.json)")
     try:
-        llm, report = LlamaForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        files = _safetensors_files(folder)
+        if files:
+            llm = _read_llama(folder, files, dtype)
+        else:  # .bin shards only: pickles, read by transformers
+            llm, report = LlamaForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+            missing, unexpected = sorted(report["missing_keys"]), sorted(report["unexpected_keys"])
+            mismatched = sorted(str(k) for k in report["mismatched_keys"])
+            if missing or unexpected or mismatched:
+                raise CheckpointError(describe_mismatch(str(folder), missing + mismatched, unexpected))
     except SafetensorError as err:
         raise CheckpointError(f"{folder}: a .safetensors file is not readable, truncated or damaged? ({err})") from err
-    missing, unexpected = sorted(report["missing_keys"]), sorted(report["unexpected_keys"])
-    mismatched = sorted(str(k) for k in report["mismatched_keys"])
-    if missing or unexpected or mismatched:
-        raise CheckpointError(describe_mismatch(str(folder), missing + mismatched, unexpected))
     c = llm.config
     llm_cfg = LLMConfig(
         vocab_size=c.vocab_size,
@@ -127,6 +136,51 @@ def load_llama(folder: str | Path, dtype: torch.dtype):
         rope_theta=float((c.rope_parameters or {}).get("rope_theta", 10000.0)),
     )
     return llm, load_tokenizer(folder), llm_cfg
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    """The folder's .safetensors weights: the shards its index names, or the single model.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            return sorted({folder / Path(name).name for name in weight_map.values()})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{index}: not a safetensors index (a JSON object with a weight_map)") from err
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def _read_llama(folder: Path, files: list[Path], dtype: torch.dtype):
+    """LLaMA built on the meta device and its tensors assigned from the shards, converted one by one
+    (`read_weights`): transformers' own loading holds the whole file mapped while it converts, which peaks
+    at the weights plus the file (3x the weights for a float32 folder loaded as bfloat16)."""
+    from safetensors import safe_open
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(config).to(dtype)
+    expected = llm.state_dict()
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight")
+    names: dict[Path, list[str]] = {}
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"{folder}: the safetensors index names {file.name}, which is not there")
+        with safe_open(str(file), framework="pt") as handle:
+            stored = handle.keys()
+        names[file] = [name for name in stored if not STALE_LLAMA_KEY.search(name)]
+    require_same_names(str(folder), expected, [name for file_names in names.values() for name in file_names])
+    state: dict[str, torch.Tensor] = {}
+    for file, file_names in names.items():
+        state.update(read_weights(file, {n: expected[n] for n in file_names}, ignore=STALE_LLAMA_KEY.search))
+    llm.load_state_dict(state, assign=True, strict=not config.tie_word_embeddings)
+    if config.tie_word_embeddings:
+        llm.tie_weights()
+    if (folder / "generation_config.json").is_file():
+        llm.generation_config = GenerationConfig.from_pretrained(str(folder))
+    return llm
 
 
 def map_release_key(key: str) -> str:

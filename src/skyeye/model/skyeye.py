@@ -7,7 +7,7 @@ named in the config and, optionally, into the alignment layer (as SkyEyeGPT does
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,6 +100,27 @@ class SkyEye(nn.Module):
                 param.data = learning[name]
         return self
 
+    @property
+    def lora_merged(self) -> bool:
+        return any(getattr(module, "merged", False) for module in self._lora_layers())
+
+    def _lora_layers(self) -> list[nn.Module]:
+        if not self.cfg.lora.r:  # no adapters: peft need not even be imported (0.3 s of every CLI command)
+            return []
+        from peft.tuners.lora import LoraLayer
+
+        return [module for module in self.modules() if isinstance(module, LoraLayer)]
+
+    def merge_lora(self) -> SkyEye:
+        """Adds every LoRA update into its base weight (peft's merge) for inference: answers stay the same
+        within rounding while the adapter's two extra matrix products per layer disappear. A merged model
+        cannot train or be saved (its base weights are no longer the saved ones: unmerging in half
+        precision would not give them back exactly); load it without `merge_lora` for that."""
+        for module in self._lora_layers():
+            if not module.merged:
+                module.merge()
+        return self
+
     def _check_output(self, module, inputs, logits: torch.Tensor) -> None:
         """NaN or infinite weights make every answer empty; the first forward pass says which tensor holds them.
 
@@ -125,6 +146,9 @@ class SkyEye(nn.Module):
 
     def train(self, mode: bool = True) -> SkyEye:
         """A frozen vision tower stays in eval mode, so its batch norms keep the statistics they learned."""
+        if mode and self.lora_merged:
+            raise ValueError(f"model {self.cfg.name}: its LoRA is merged for inference and cannot train; "
+                             "load it without merge_lora")  # fmt: skip
         super().train(mode)
         if not any(p.requires_grad for p in self.visual_encoder.parameters()):
             self.visual_encoder.eval()
@@ -210,6 +234,20 @@ class SkyEye(nn.Module):
         from skyeye.model.answer import ask_many
 
         return ask_many(self, images, texts, tasks, histories, batch_size=batch_size, **generation)
+
+    def iter_answers(
+        self,
+        images: list,
+        texts: list[str],
+        tasks: list[str | None] | None = None,
+        histories: list[Conversation | None] | None = None,
+        batch_size: int = 8,
+        **generation,
+    ) -> Iterator[list[Answer]]:
+        """`ask_many` batch by batch, as each is answered (to save answers as they come)."""
+        from skyeye.model.answer import iter_answers
+
+        return iter_answers(self, images, texts, tasks, histories, batch_size=batch_size, **generation)
 
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
