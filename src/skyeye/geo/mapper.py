@@ -33,6 +33,7 @@ from skyeye.geo.scene import open_scene
 from skyeye.geo.stretch import SceneStretch, parse_stretch, scene_stretch
 from skyeye.geo.tilelog import TileLog
 from skyeye.geo.tiles import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tile, tile_grid
+from skyeye.processes import current_processes
 
 if TYPE_CHECKING:
     import geopandas
@@ -143,8 +144,8 @@ def map_scenes(
         driver_for(layer)  # an unknown extension fails now, not after hours of tiles
     paths = expand_scenes(scenes)
     fixed = parse_stretch(stretch)
-    group = _process_group()
-    rank, world = (group.process_index, group.num_processes) if group else (0, 1)
+    processes = current_processes()
+    rank, world = processes.index, processes.count
     if world > 1 and layer is None:
         raise ValueError("several processes need --out: they share their answers through the folder beside it")
     model_name = model_name or getattr(getattr(model, "cfg", None), "name", None) or type(model).__name__
@@ -161,7 +162,7 @@ def map_scenes(
         log = TileLog.beside(layer, rank)
         if rank == 0:
             log.start(identity)
-        _wait(group)
+        processes.wait()
         log.check(identity)
         done = log.read()
         report = MapReport(plans, task, question, tiles=sum(len(p.tiles) for p in plans), processes=world)
@@ -172,9 +173,9 @@ def map_scenes(
                        generation)  # fmt: skip
         finally:
             log.close()
-    _wait(group)
+    processes.wait()
     done = log.read()
-    _wait(group)  # every process has read the log before the main process removes it
+    processes.wait()  # every process has read the log before the main process removes it
     features = _features(plans, done, report, task, question, model_name)
     if rank == 0 and layer is not None:
         from skyeye.geo.layer import write_layer
@@ -305,19 +306,3 @@ def _features(plans, done: dict, report: MapReport, task: str, question: str, mo
     features = geopandas.GeoDataFrame(pandas.concat(frames, ignore_index=True), geometry="geometry", crs=target)
     report.features = len(features)
     return features
-
-
-def _process_group():
-    """accelerate's process state when several processes were launched (accelerate launch, torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    # Without cpu=True accelerate ignores a launch on a machine without GPUs (no gloo group).
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _wait(group) -> None:
-    if group is not None:
-        group.wait_for_everyone()
