@@ -299,3 +299,34 @@ def test_build_help_lists_every_bundled_recipe(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in bundled:
         assert re.search(rf"\b{re.escape(name)}\b", text), name
+
+
+def test_scene_records_ask_in_several_ways_over_varied_class_lists_that_hold_the_answer():
+    from skyeye.data.instructions import SCENE, SCENE_OPEN
+    from skyeye.data.sources.base import Example
+
+    classes = [f"class {letter}" for letter in "abcdefghijklmnopqrstuvwxyz"]
+    example = Example("aid", "train", "Bridge/bridge_1.jpg", "scene", ["b.jpg"], [150, 150],
+                      {"label": "class q", "classes": classes})  # fmt: skip
+    users = []
+    for seed in range(200):
+        record = make_record(example, "scene", seed=seed)
+        assert record.turns[0]["assistant"] == "class q"
+        users.append(record.turns[0]["user"])
+    listed = [u for u in users if "class a" in u or "class b" in u or "class z" in u]
+    assert all("class q" in u for u in listed if not any(q in u for q in SCENE_OPEN))
+    standard = [u for u in users if SCENE.split("{")[0] in u]
+    assert 0.25 < len(standard) / len(users) < 0.6, "the standard prompt is one phrasing among several"
+    assert len({u.split(":")[0] for u in users}) >= 5, "one phrasing only"
+    lists = {tuple(u.split(": ", 1)[1].split(". Answer")[0].split(", ")) for u in standard}
+    assert len(lists) > 20 and any(len(names) < len(classes) for names in lists)
+    assert any(list(names) != sorted(names) for names in lists), "the class order never changes"
+    assert any(not u.startswith("[vqa]") for u in users) and any(u.startswith("[vqa]") for u in users)
+    assert any(q in u for u in users for q in SCENE_OPEN)
+    assert make_record(replace_label(example, "class unknown"), "scene").reason == "label not among the classes"
+
+
+def replace_label(example, label):
+    from dataclasses import replace
+
+    return replace(example, fields={**example.fields, "label": label})

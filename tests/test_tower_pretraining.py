@@ -113,3 +113,24 @@ def test_augmented_views_are_seeded_crops_flips_and_quarter_turns():
         assert any(torch.equal(view, d) for d in dihedral)
     plain = augmented(batch, AugmentConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(plain, batch.float() / 255)
+
+
+def test_a_conv_tower_can_learn_at_a_smaller_size_than_it_answers_at(scenes, tmp_path, monkeypatch):
+    from skyeye.train import tower
+
+    model_yaml = tmp_path / "model.yaml"
+    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
+    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 64, 8, 16
+    cfg.vision.depth = 1
+    cfg.to_yaml(model_yaml)
+    seen = []
+    real = tower.augmented
+    monkeypatch.setattr(tower, "augmented", lambda batch, *a: seen.append(batch.shape[-1]) or real(batch, *a))
+    spec = {"records": str(scenes), "root": str(scenes), "sources": ["scene"]}
+    train_cfg = TrainConfig.from_dict({
+        "model": str(model_yaml), "out": str(tmp_path / "run"), "steps": 1, "batch_size": 4, "data": [spec],
+        "tower": {"data": [spec], "epochs": 8, "batch_size": 4, "lr": 1e-2, "eval_every": 8, "image_size": 32},
+    }, "test")  # fmt: skip
+    Trainer(train_cfg, progress=False)
+    report = json.loads((tmp_path / "run" / "tower" / "tower.json").read_text())
+    assert set(seen) == {32} and report["history"][-1]["val_accuracy"] == 1.0

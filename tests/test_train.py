@@ -292,7 +292,7 @@ def test_bundled_training_configs_load():
         assert cfg.data and cfg.steps > 0, path
 
 
-def test_records_with_boxes_or_directions_keep_their_geometry(records, tokenizer):
+def test_records_with_directions_keep_their_geometry_and_boxes_follow_their_image(records, tokenizer):
     from skyeye.train.config import AugmentConfig
     from skyeye.train.samples import SampleMaker
 
@@ -304,10 +304,39 @@ def test_records_with_boxes_or_directions_keep_their_geometry(records, tokenizer
         return Record("x/train/vqa/0", "x", "train", "vqa", ["imgs/0.png"], [48, 40],
                       [{"user": "[vqa] Where is the river?", "assistant": answer}])  # fmt: skip
 
-    for bound in ("{<10><20><60><90>}", "on the left side"):
-        assert torch.equal(turned(record(bound), records, 0, 0).pixels, plain(record(bound), records, 0, 0).pixels)
-    free = [turned(record("near the houses"), records, epoch, 0).pixels for epoch in range(4)]
-    assert not all(torch.equal(view, plain(record("near the houses"), records, 0, 0).pixels) for view in free)
+    bound = record("on the left side")
+    assert torch.equal(turned(bound, records, 0, 0).pixels, plain(bound, records, 0, 0).pixels)
+    for answer in ("near the houses", "{<10><20><60><90>}"):
+        views = [turned(record(answer), records, epoch, 0) for epoch in range(6)]
+        assert not all(torch.equal(v.pixels, plain(record(answer), records, 0, 0).pixels) for v in views)
+    boxed = [turned(record("{<10><20><60><90>}"), records, epoch, 0).encoded.input_ids for epoch in range(6)]
+    assert len({tuple(ids) for ids in boxed}) > 1, "the box in the answer never moved with the image"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_box_moved_with_its_flipped_and_turned_image_still_covers_the_object(seed):
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from skyeye.boxes import format_box, parse_boxes, pixel_to_grid
+    from skyeye.train.config import AugmentConfig
+    from skyeye.train.samples import augment, moved_boxes
+
+    width, height, drawn = 200, 120, (30, 70, 90, 110)  # a red object in a non-square image
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[drawn[1] : drawn[3], drawn[0] : drawn[2]] = (255, 0, 0)
+    box = format_box(pixel_to_grid(drawn, width, height))
+    record = Record("x/train/grounding/0", "x", "train", "grounding", ["a.png"], [width, height],
+                    [{"user": "[refer] the object", "assistant": box}])  # fmt: skip
+    settings = AugmentConfig(flip=True, rotate=True, crop_scale=0.5)
+    image, transposes = augment(Image.fromarray(pixels), settings, random.Random(seed), boxes=True)
+    assert image.size in ((width, height), (height, width)), "an image with boxes was cropped"
+    red = np.argwhere(np.asarray(image)[..., 0] > 128)
+    found = pixel_to_grid((red[:, 1].min(), red[:, 0].min(), red[:, 1].max() + 1, red[:, 0].max() + 1), *image.size)
+    (moved,) = parse_boxes(moved_boxes(record, transposes).turns[0]["assistant"])
+    assert max(abs(a - b) for a, b in zip(moved, found, strict=True)) <= 1, (transposes, moved, found)
 
 
 def test_lr_scale_gives_a_part_its_own_learning_rate(model_yaml, records, tmp_path):

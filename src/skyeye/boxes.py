@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 GRID = 100
@@ -126,6 +126,17 @@ def parse_boxes(text: str) -> list[GridBox]:
     """Every well-formed box in `text`, in order; values above 100 drop the box, corners are reordered."""
     found = (_ordered(match.groups()) for match in _BOX_RE.finditer(text))
     return [box for box in found if box is not None]
+
+
+def map_boxes(text: str, change: Callable[[GridBox], Sequence[int]]) -> str:
+    """`text` with every well-formed box rewritten as `change(box)` (e.g. the box after the image is flipped);
+    everything else, malformed boxes included, is kept as written."""
+
+    def rewrite(match: re.Match) -> str:
+        box = _ordered(match.groups())
+        return match.group(0) if box is None else format_box(change(box))
+
+    return _BOX_RE.sub(rewrite, text)
 
 
 def parse_phrases(text: str) -> list[Grounded]:

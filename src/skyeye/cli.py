@@ -142,10 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info",
-        help="print a model's architecture and parameter counts",
+        help="print a model's architecture, parameter counts and model card",
         description="Print the architecture and the trainable / frozen parameter "
         "counts. Presets and checkpoint folders are built on the meta "
-        "device: no weights are allocated.",
+        "device: no weights are allocated. A checkpoint folder's model card "
+        "(card.yaml: summary, scores, known limitations) is printed after them.",
     )
     info.add_argument("model", nargs="?", default=None, help="a preset name or a checkpoint folder")
     info.set_defaults(run=run_info)
@@ -322,6 +323,10 @@ def _add_map_command(commands) -> None:
 
 
 def _add_eval_commands(commands) -> None:
+    import textwrap
+
+    from skyeye.eval.suites import suite_names
+
     evaluate = commands.add_parser(
         "eval",
         help="run a benchmark suite, or rescore saved predictions",
@@ -332,7 +337,12 @@ def _add_eval_commands(commands) -> None:
         "score PREDICTIONS` rescores a predictions file without a model; `skyeye eval list` lists the suites.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  skyeye eval ucm-captions --data-root ../shared/data --split val\n"
-        "  skyeye eval score runs/eval/ucm-captions/predictions.jsonl",
+        "  skyeye eval nwpu-vhr10-grounding --data-root ../shared/data\n"
+        "  skyeye eval score runs/eval/ucm-captions/predictions.jsonl\n"
+        "suites (configs/eval/suites.yaml):\n"
+        + textwrap.fill(
+            ", ".join(suite_names()), 100, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False
+        ),
     )
     evaluate.add_argument("suite", help="a suite name, `score` or `list`")
     evaluate.add_argument("predictions", nargs="?", type=Path, help="with `score`: a predictions.jsonl")
@@ -391,11 +401,14 @@ def run_chat(args) -> int:
 def run_web(args) -> int:
     import tempfile
 
+    from skyeye.model.card import read_card
+    from skyeye.model.loading import default_source
     from skyeye.web.app import serve
 
     examples = Path(tempfile.gettempdir()) / "skyeye-web-examples"
+    card = read_card(args.model or default_source())
     serve(_load(args), args.host, args.port, examples, args.max_upload_mb, max_sessions=args.max_sessions,
-          max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels)  # fmt: skip
+          max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels, card=card)  # fmt: skip
     return 0
 
 

@@ -12,6 +12,12 @@ would (`skyeye.images.resize_for_model`), the full image's size as numbers, for 
 request a copy scaled to fit a display. What one conversation holds is therefore bounded, whatever the upload.
 For a georeferenced raster it keeps its `Georeference` too (CRS and transform), which places every box on the
 map and in longitude / latitude (also in the record `/save` writes).
+
+Each turn continues the conversation's `ConversationCache` (skyeye.model.answer): the image goes through the
+vision tower once per image and a follow-up question computes only its new tokens, with the answers of
+recomputing from scratch. A reset conversation or a stopped answer needs nothing dropped: a turn reuses only
+the tokens it shares with the cache. Given `recent` (a `RecentCaches`), the caches of many conversations share
+one memory bound (the web app's sessions).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from PIL import Image
 from skyeye.boxes import FoundBox, find_boxes
 from skyeye.geo.georef import Georeference, georeference_of
 from skyeye.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, resize_for_model
+from skyeye.model.answer import ConversationCache, RecentCaches, continue_conversation
 from skyeye.prompts import Conversation
 
 
@@ -48,9 +55,9 @@ class ImageChat:
     """
 
     def __init__(self, model, image, max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 display_side: int | None = None):  # fmt: skip
+                 display_side: int | None = None, recent: RecentCaches | None = None):  # fmt: skip
         self.model, self.max_new_tokens, self.max_pixels = model, max_new_tokens, max_pixels
-        self.display_side = display_side
+        self.display_side, self.recent = display_side, recent
         self.open_image(image)
 
     def open_image(self, source) -> None:
@@ -62,6 +69,7 @@ class ImageChat:
         model_input = resize_for_model(loaded.image, self.model.cfg.vision.image_size)
         self.image: LoadedImage = replace(loaded, image=model_input)
         self.image_path = Path(source) if isinstance(source, (str, Path)) else None
+        self.cache = ConversationCache(self.image, self.recent)
         self.reset()
 
     def reset(self) -> None:
@@ -78,9 +86,10 @@ class ImageChat:
 
         def generate() -> None:
             try:
-                outcome["answer"] = self.model.ask(
-                    self.image, question, task=task, history=self.conversation, max_new_tokens=self.max_new_tokens,
-                    streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                outcome["answer"] = continue_conversation(
+                    self.model, self.cache, question, task=task, history=self.conversation,
+                    max_new_tokens=self.max_new_tokens, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
                 )  # fmt: skip
             except Exception as err:  # re-raised in the caller's thread once the stream is closed
                 outcome["error"] = err

@@ -72,9 +72,29 @@ PRESENCE = [
     "Does this image contain any {plural}?",
     "Are there {plural} in this image?",
 ]
+# The standard scene-classification prompt (GeoChat's, used by SkyEyeGPT's evaluation); evaluation asks it.
 SCENE = (
     "Classify the image within one of the given classes: {classes}. Answer it using the above category word or phrase."
 )
+# Training asks it half the time and otherwise in other words, over a shuffled sample of the classes, so the
+# model learns to pick from whatever list it is given rather than one question about one fixed list.
+SCENE_PHRASINGS = [
+    "Which of these scene classes does the image belong to: {classes}? Answer with one class.",
+    "Pick the category of this remote sensing image from: {classes}.",
+    "Classes: {classes}. Which class best describes this image?",
+    "What kind of scene is this? Choose one of: {classes}.",
+    "Categorize this aerial image as one of {classes}. Reply with the category name only.",
+]
+SCENE_OPEN = ["What type of scene is this?", "What is the theme of this picture?", "What is this area used for?"]
+FEWEST_CLASSES = 4
+# Questions users ask first, with no task identifier; conversations start with them half the time.
+GENERAL = [
+    "What can you tell me about this image?",
+    "What is in this picture?",
+    "What do you see?",
+    "Describe what you see.",
+    "What does this image show?",
+]
 # Names for "no" answers to presence questions: common remote-sensing objects, never those in the image.
 ABSENT_CANDIDATES = (
     "plane", "ship", "storage tank", "vehicle", "bridge", "harbor", "tennis court", "basketball court",
@@ -232,7 +252,8 @@ def _conversation(example: Example, rng: random.Random):
     meta: dict = {}
     if captions:
         distinct = list(dict.fromkeys(captions))
-        candidates.append(lambda: {"user": tag("caption", rng.choice(CAPTION)), "assistant": distinct[0]})
+        first = rng.choice(GENERAL) if rng.random() < 0.5 else tag("caption", rng.choice(CAPTION))
+        candidates.append(lambda: {"user": first, "assistant": distinct[0]})
         if len(distinct) > 1:
             candidates.append(lambda: {"user": rng.choice(ANOTHER_CAPTION), "assistant": distinct[1]})
             candidates.append(lambda: {"user": rng.choice(DETAILED), "assistant": " ".join(_sentences(distinct))})
@@ -263,8 +284,17 @@ def _region_caption(example: Example, rng: random.Random):
 
 
 def _scene(example: Example, rng: random.Random):
-    label, classes = _text(example.fields["label"]), example.fields["classes"]
-    user = tag("vqa", SCENE.format(classes=", ".join(classes)))
+    label, classes = _text(example.fields["label"]), list(example.fields["classes"])
+    if label not in classes:
+        raise Unusable("label not among the classes")
+    if rng.random() < 0.1:
+        return [{"user": tag("vqa", rng.choice(SCENE_OPEN)), "assistant": label}], {"label": label}
+    others = [name for name in classes if name != label]
+    shown = rng.sample(others, rng.randint(min(len(others), FEWEST_CLASSES - 1), len(others))) + [label]
+    rng.shuffle(shown)
+    template = SCENE if rng.random() < 0.5 else rng.choice(SCENE_PHRASINGS)
+    question = template.format(classes=", ".join(shown))
+    user = tag("vqa", question) if rng.random() < 0.7 else question  # users often ask without an identifier
     return [{"user": user, "assistant": label}], {"label": label}
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from skyeye.boxes import PixelBox, grid_to_pixel, iou, parse_boxes
 
 THRESHOLDS = (0.25, 0.5, 0.75, 0.9)
+PER_CLASS_THRESHOLD = 0.5  # the headline accuracy, broken down by object class where items name theirs
+PER_CLASS_ACCURACY = f"Acc@{PER_CLASS_THRESHOLD:g}"
 
 
 def first_box_in_pixels(text: str, width: float, height: float) -> PixelBox | None:
@@ -59,7 +61,8 @@ def grounding_scores(items: Sequence[Mapping], thresholds: Sequence[float] = THR
     Each item has `prediction` (the generated text), `box` (reference pixel box [x1, y1, x2, y2]) and
     `image_size` ([width, height]). A miss (no box in the answer) has IoU 0. `mean_IoU` averages the items'
     IoU; `cumulative_IoU` is the sum of intersections over the sum of unions, so big objects weigh more, and a
-    miss adds its reference area to the unions. Also returns `misses` and `n`.
+    miss adds its reference area to the unions. Also returns `misses` and `n`, and when every item names its
+    object `class`, `per_class`: {class: {"Acc@0.5", "n"}}.
     """
     if not items:
         raise ValueError("no items to score")
@@ -76,10 +79,19 @@ def grounding_scores(items: Sequence[Mapping], thresholds: Sequence[float] = THR
     ious = [ratio for ratio, _, _ in overlaps]
     total_union = sum(union for _, _, union in overlaps)
     scores = {f"Acc@{t:g}": sum(ratio >= t for ratio in ious) / len(ious) for t in thresholds}
-    return {
-        **scores,
+    scores |= {
         "mean_IoU": sum(ious) / len(ious),
         "cumulative_IoU": sum(inter for _, inter, _ in overlaps) / total_union if total_union > 0 else 0.0,
         "misses": misses,
         "n": len(ious),
     }
+    if all(isinstance(item.get("class"), str) for item in items):
+        scores["per_class"] = _per_class([item["class"] for item in items], ious)
+    return scores
+
+
+def _per_class(classes: Sequence[str], ious: Sequence[float]) -> dict[str, dict]:
+    hits: dict[str, list[bool]] = {}
+    for name, ratio in zip(classes, ious, strict=True):
+        hits.setdefault(name, []).append(ratio >= PER_CLASS_THRESHOLD)
+    return {name: {PER_CLASS_ACCURACY: sum(h) / len(h), "n": len(h)} for name, h in sorted(hits.items())}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyeye.eval.grounding import PER_CLASS_ACCURACY
 from skyeye.eval.record import describe_run
 from skyeye.eval.suites import Suite
 
@@ -46,4 +47,8 @@ def format_table(suite: Suite, report: dict) -> str:
         lines.append("AA and OA leave out count questions, as the RS-MLLM papers do; count is shown apart.")
     if suite.metric == "grounding" and report["metrics"].get("misses"):
         lines.append(f"{report['metrics']['misses']:,} answers held no box and count as misses.")
+    if suite.metric == "grounding" and report["metrics"].get("per_class"):
+        classes = report["metrics"]["per_class"].items()
+        cells = ", ".join(f"{name} {100 * score[PER_CLASS_ACCURACY]:.1f} ({score['n']})" for name, score in classes)
+        lines.append(f"{PER_CLASS_ACCURACY} per class (items): {cells}")
     return "\n".join(lines)

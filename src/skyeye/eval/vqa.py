@@ -161,11 +161,15 @@ def normalize_scene_name(name: str) -> str:
 def _scene_key(name: str) -> str:
     # Datasets disagree on spaces inside class names (UCM "baseballdiamond", NWPU "baseball_diamond"), and
     # the model may follow either, so matching ignores them.
-    return normalize_scene_name(name).replace(" ", "")
+    return normalize_answer(name).replace(" ", "")
 
 
 def scene_accuracy(items: Sequence[Mapping]) -> dict:
     """Scene-classification accuracy over items with `prediction` and `answer` (the class name).
+
+    An answer is right when it is the class name up to case, punctuation, a leading article and the spaces
+    inside the name (`normalize_answer`): "The airport." and "StorageTanks" count, while an answer naming
+    another class, or the class inside a sentence ("an airport with planes"), does not.
 
     Returns {"accuracy", "n", "per_class"}, `per_class` keyed by the normalised reference class name.
     """

@@ -4,11 +4,19 @@ Generation is transformers' `generate` on input embeddings (KV cache on): greedy
 (`do_sample=True, temperature, top_p`) and beam search (`num_beams`) pass straight through. Batches are
 left-padded so every prompt ends at the last column, and answers stop at the end token. The next
 batch's images are read and resized in a worker thread while the current one generates (`iter_answers`).
+
+A conversation answered turn after turn (`continue_conversation`, as `ImageChat` does for `skyeye chat` and the
+web app) keeps a `ConversationCache`: its image's tower features and the LLM's keys and values of every token
+so far, so that a follow-up question costs about its new tokens only, with the answers of recomputing from
+scratch.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,12 +110,12 @@ class _Prepared:
     frames: list[list[LoadedImage]]
     conversations: list[Conversation]
     segments: list
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None  # None when the images' features are already known (a conversation's cache)
     batch: dict[str, torch.Tensor]
     seconds: float
 
 
-def _prepare(model, images, texts, tasks, histories) -> _Prepared:
+def _prepare(model, images, texts, tasks, histories, with_pixels: bool = True) -> _Prepared:
     tokenizer, vision = model.tokenizer, model.cfg.vision
     started = time.perf_counter()
     frames = [_as_frames(image) for image in images]
@@ -115,7 +123,7 @@ def _prepare(model, images, texts, tasks, histories) -> _Prepared:
     for frame_list, text, task, history in zip(frames, texts, tasks, histories, strict=True):
         conversation = history.copy() if history is not None else Conversation(num_images=len(frame_list))
         conversations.append(conversation.ask(text, task))
-    pixels = vision.to_pixels([f.image for fl in frames for f in fl]).to(model.device)
+    pixels = vision.to_pixels([f.image for fl in frames for f in fl]).to(model.device) if with_pixels else None
     segments = [c.segments(model.cfg.prompt_style) for c in conversations]
     encoded = [
         encode(s, tokenizer, model.cfg.visual_tokens_per_image, max_length=model.cfg.max_context_len) for s in segments
@@ -126,18 +134,30 @@ def _prepare(model, images, texts, tasks, histories) -> _Prepared:
 
 @torch.inference_mode()
 def _generate(model, prepared: _Prepared, **generation) -> list[Answer]:
-    tokenizer, batch = model.tokenizer, prepared.batch
+    batch = prepared.batch
     started = time.perf_counter()
     embeds = model.embed(batch["input_ids"], batch["image_mask"], prepared.pixels)
     encoded_images = time.perf_counter()
-    output = model.llama_model.generate(
+    output = _llm_generate(model, embeds, batch["attention_mask"], **generation)
+    timings = {"vision_s": encoded_images - started, "generate_s": time.perf_counter() - encoded_images}
+    return _answers(model, prepared, output, timings)
+
+
+def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, **generation) -> torch.Tensor:
+    """The generated tokens of every row (`generate` on input embeddings returns no prompt tokens)."""
+    tokenizer = model.tokenizer
+    return model.llama_model.generate(
         inputs_embeds=embeds,
-        attention_mask=batch["attention_mask"],
+        attention_mask=attention_mask,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         **{"do_sample": False, "num_beams": 1, **generation},
     )
-    finished = time.perf_counter()
+
+
+def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str, float]) -> list[Answer]:
+    """Each row's answer, recorded in its conversation, with its boxes in the pixels of its image."""
+    tokenizer = model.tokenizer
     answers = []
     for row, conversation in enumerate(prepared.conversations):
         text = tokenizer.decode(output[row], skip_special_tokens=True).strip()
@@ -152,8 +172,7 @@ def _generate(model, prepared: _Prepared, **generation) -> list[Answer]:
                 conversation=conversation,
                 timings={
                     "prepare_s": prepared.seconds,
-                    "vision_s": encoded_images - started,
-                    "generate_s": finished - encoded_images,
+                    **timings,
                     "new_tokens": new_tokens,
                     "batch_size": len(prepared.conversations),
                 },
@@ -166,3 +185,146 @@ def _generated_length(tokens: torch.Tensor, eos_id: int) -> int:
     """Tokens up to and including the first end token; the rest of the row is batch padding."""
     ends = (tokens == eos_id).nonzero()
     return int(ends[0]) + 1 if len(ends) else len(tokens)
+
+
+class ConversationCache:
+    """What a conversation about one image keeps between its turns, so that a follow-up costs its new tokens only:
+    the frozen tower's features of the image (computed on the first turn) and the LLM's keys and values (a
+    transformers DynamicCache) of every token fed so far, with those tokens' ids.
+
+    Each turn still encodes its whole conversation, exactly as recomputing from scratch would, and reuses the keys
+    and values of the longest run of leading tokens it shares with the cache; only the rest is computed. Matching
+    token ids rather than counting turns is what keeps a cut or edited history safe: a cleared conversation shares
+    only its image part, a question asked again after a stopped answer shares everything before it, and an answer
+    that tokenises differently from how it was generated is reused up to where the two differ. Equal ids mean equal
+    inputs because a cache belongs to one image (`frames`): a new image needs a new cache.
+    """
+
+    def __init__(self, frames, recent: RecentCaches | None = None):
+        self.frames: list[LoadedImage] = _as_frames(frames)
+        self.recent = recent
+        self.features: torch.Tensor | None = None
+        # The ids of the tokens fed so far and their keys and values, replaced together: a reader in another
+        # thread (a memory bound evicting it) never sees one without the other.
+        self._kept: tuple[list[int], object] | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        kept = self._kept
+        return 0 if kept is None else len(kept[0])
+
+    @property
+    def nbytes(self) -> int:
+        kept = self._kept
+        layers = [] if kept is None else kept[1].layers
+        tensors = [self.features] + [t for layer in layers for t in (layer.keys, layer.values)]
+        return sum(t.nbytes for t in tensors if t is not None)
+
+    def forget(self) -> None:
+        """Drops the features and the keys and values; the next turn computes its prompt from scratch."""
+        self.features, self._kept = None, None
+
+    def _take(self, ids: list[int], image_end: int):
+        """The kept keys and values cut to the longest prefix they share with `ids`, and its length; (None, 0) when
+        nothing can be reused. The prefix covers at least every image token (the new tokens are embedded without
+        the image) and leaves at least the last token, which `generate` must feed itself. Until `_keep` the cache
+        holds nothing, so that a turn interrupted halfway leaves no half-updated state behind."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return None, 0
+        fed, past = kept
+        shared, most = 0, min(len(fed), len(ids) - 1)
+        while shared < most and fed[shared] == ids[shared]:
+            shared += 1
+        if shared < max(image_end, 1):
+            return None, 0
+        past.crop(shared - past.get_seq_length())  # a negative count: the tokens to remove from the end
+        return past, shared
+
+    def _keep(self, fed: list[int], past) -> None:
+        """Keeps the keys and values `generate` left in `past`: the prompt and every answer token but the last."""
+        held = past.get_seq_length()
+        if held <= len(fed):
+            self._kept = (fed[:held], past)
+            if self.recent is not None:
+                self.recent.used(self)
+
+
+class RecentCaches:
+    """Bounds the memory of many conversations, one per web session: once their caches hold more than `max_bytes`
+    together, the least recently answered ones forget theirs (their next turn is computed from scratch, as without
+    a cache). The conversation just answered keeps its cache whatever its size."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._order: OrderedDict[int, weakref.ref] = OrderedDict()  # least recently answered first
+        self._lock = threading.Lock()
+
+    def used(self, cache: ConversationCache) -> None:
+        with self._lock:
+            self._order.pop(id(cache), None)
+            self._order[id(cache)] = weakref.ref(cache)
+            caches = {key: ref() for key, ref in self._order.items()}
+            total = sum(c.nbytes for c in caches.values() if c is not None)
+            for key, older in list(caches.items())[:-1]:
+                if older is not None and total <= self.max_bytes:
+                    break
+                if older is not None:  # otherwise gone with its session
+                    total -= older.nbytes
+                    older.forget()
+                del self._order[key]
+
+
+@torch.inference_mode()
+def continue_conversation(
+    model,
+    cache: ConversationCache,
+    text: str,
+    task: str | None = None,
+    history: Conversation | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    **generation,
+) -> Answer:
+    """`model.ask` about the cache's image after `history`, with the answer recomputing from scratch would give,
+    computing only what `cache` does not hold (see ConversationCache). Timings add `prompt_tokens` and
+    `reused_tokens`, the prompt tokens whose keys and values came from the cache."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer: load it from a checkpoint folder or a LLaMA folder")
+    features = cache.features  # read once: a memory bound may make the cache forget it meanwhile
+    prepared = _prepare(model, [cache.frames], [text], [task], [history], with_pixels=features is None)
+    batch = prepared.batch
+    ids, image_mask = batch["input_ids"][0].tolist(), batch["image_mask"][0]
+    started = time.perf_counter()
+    if features is None:
+        features = cache.features = model.visual_features(prepared.pixels)
+    # Beam search (and several answers per prompt) runs `generate` on copies of the row that it reorders as it
+    # goes, so the keys and values it ends with are not those of the answer it returns: such a turn recomputes its
+    # whole prompt (the image features are still reused) and leaves the cache as it was, whose tokens the next
+    # turn reuses as far as they still match. Greedy and sampling feed exactly the answer's tokens, so their
+    # keys and values continue the conversation.
+    one_row = generation.get("num_beams", 1) == 1 and generation.get("num_return_sequences", 1) == 1
+    image_end = int(image_mask.nonzero()[-1]) + 1 if image_mask.any() else 0
+    past, reused = cache._take(ids, image_end) if one_row else (None, 0)
+    if one_row and past is None:
+        from transformers import DynamicCache
+
+        past = DynamicCache(config=model.llama_model.config)
+    # The cached prefix holds every image token, so the new tokens need no image; generate feeds only the
+    # embeddings after the cached ones.
+    slots = batch["image_mask"] if reused == 0 else torch.zeros_like(batch["image_mask"])
+    embeds = model.embed(batch["input_ids"], slots, features=features)
+    encoded_images = time.perf_counter()
+    extra = {} if past is None else {_cache_argument(model.llama_model): past}
+    output = _llm_generate(model, embeds, batch["attention_mask"], max_new_tokens=max_new_tokens, **extra, **generation)
+    timings = {"vision_s": encoded_images - started, "generate_s": time.perf_counter() - encoded_images,
+               "prompt_tokens": len(ids), "reused_tokens": reused}  # fmt: skip
+    if past is not None:
+        cache._keep(ids + output[0].tolist(), past)
+    return _answers(model, prepared, output, timings)[0]
+
+
+def _cache_argument(llm) -> str:
+    """transformers 5 renamed `past_key_values` to `cache` (warning about the old name); older 5.x know only it."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"

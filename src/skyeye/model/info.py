@@ -1,4 +1,5 @@
-"""`skyeye info`: a model's architecture and parameter counts, built on the meta device (no weights)."""
+"""`skyeye info`: a model's architecture and parameter counts, built on the meta device (no weights), and its
+model card (skyeye.model.card) where its folder has one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from skyeye.model.card import read_card
 from skyeye.model.checkpoint import CONFIG_FILE, is_checkpoint
 from skyeye.model.config import SkyEyeConfig, load_preset, preset_dir
 from skyeye.model.loading import bundled_model
@@ -49,6 +51,7 @@ def describe(source: str | Path) -> str:
     from skyeye.model.skyeye import SkyEye
 
     cfg = config_of(source)
+    card = read_card(source)
     with torch.device("meta"):
         model = SkyEye(cfg)
     v, llm, lora = cfg.vision, cfg.llm, cfg.lora
@@ -84,4 +87,6 @@ def describe(source: str | Path) -> str:
             totals[kind] += counts[kind]
     lines.append(f"  {'total':<32}{totals['trainable']:>16,}{totals['frozen']:>16,}")
     lines.append(f"  all parameters: {sum(totals.values()):,}")
+    if card is not None:  # last, where the eye lands after the command
+        lines += ["", *card.text_lines()]
     return "\n".join(lines)

@@ -79,6 +79,9 @@ class TowerConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=True, rotate=True, crop_scale=0.5))
+    # Side of the images the phase learns from (default: the tower's image_size). A convolutional tower
+    # learns scenes at a lower resolution for a fraction of the cost and keeps its weights at any size.
+    image_size: int | None = None
     eval_every: int = 5  # epochs between accuracy reports on the data's `val` split, when it has one
     save_every: int = 5  # epochs between checkpoints (out/tower/checkpoint), from which --resume continues
 
@@ -134,6 +137,8 @@ class TrainConfig:
             for name in ("epochs", "batch_size", "eval_every", "save_every"):
                 if getattr(self.tower, name) < 1:
                     problems.append(f"tower.{name} must be >= 1")
+            if self.tower.image_size is not None and self.tower.image_size < 16:
+                problems.append("tower.image_size must be >= 16")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

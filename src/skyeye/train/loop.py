@@ -22,6 +22,7 @@ from skyeye.model.inputs import IGNORE_INDEX
 from skyeye.model.skyeye import parameter_part
 from skyeye.train import metrics_log, state
 from skyeye.train.config import TrainConfig
+from skyeye.train.optim import fused_adam
 from skyeye.train.order import BatchOrder
 from skyeye.train.records import RecordIndex
 from skyeye.train.samples import SampleMaker, collate_samples
@@ -79,7 +80,7 @@ class Trainer:
                                  load_pixels=not cfg.cache_visual)  # fmt: skip
         self.cache = None
         groups = parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_scale)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=fused_adam(model))
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             optimizer, cfg.optim.warmup_steps, cfg.steps, min_lr=cfg.optim.min_lr
         )

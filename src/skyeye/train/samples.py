@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from skyeye.boxes import parse_boxes
+from skyeye.boxes import GRID, map_boxes, parse_boxes
 from skyeye.data.record import Record
 from skyeye.images import load_image
 from skyeye.model.inputs import Encoded, TooLongError, collate, encode
@@ -37,34 +37,63 @@ def conversation_of(record: Record) -> Conversation:
 # Words whose meaning a flip or rotation would change; records that use them keep their geometry.
 DIRECTION_WORDS = re.compile(r"\b(left|right|top|bottom|upper|lower|north|south|east|west)", re.IGNORECASE)
 ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+G = GRID
+# Where a grid box (x1, y1, x2, y2) goes when the image is transposed (PIL's ROTATE_90 turns counter-clockwise).
+BOX_AFTER = {
+    Image.Transpose.FLIP_LEFT_RIGHT: lambda b: (G - b[2], b[1], G - b[0], b[3]),
+    Image.Transpose.ROTATE_90: lambda b: (b[1], G - b[2], b[3], G - b[0]),
+    Image.Transpose.ROTATE_180: lambda b: (G - b[2], G - b[3], G - b[0], G - b[1]),
+    Image.Transpose.ROTATE_270: lambda b: (G - b[3], b[0], G - b[1], b[2]),
+}
 
 
-def geometry_bound(record: Record) -> bool:
-    """True when the record's text pins the image's geometry: boxes, or words such as "left" or "top"."""
-    text = " ".join(value for turn in record.turns for value in turn.values())
-    return bool(parse_boxes(text)) or bool(DIRECTION_WORDS.search(text))
+def has_direction_words(record: Record) -> bool:
+    return bool(DIRECTION_WORDS.search(" ".join(value for turn in record.turns for value in turn.values())))
 
 
-def augment(image: Image.Image, settings: AugmentConfig, rng: random.Random) -> Image.Image:
-    if settings.crop_scale < 1:
+def has_boxes(record: Record) -> bool:
+    return any(parse_boxes(value) for turn in record.turns for value in turn.values())
+
+
+def augment(image: Image.Image, settings: AugmentConfig, rng: random.Random,
+            boxes: bool = False) -> tuple[Image.Image, list[Image.Transpose]]:  # fmt: skip
+    """A random crop, flip and quarter turn of `image`, and the transposes applied, in order. With `boxes` the
+    image is never cropped (a crop could cut a box), only flipped and turned, and the boxes follow."""
+    if settings.crop_scale < 1 and not boxes:
         scale = rng.uniform(settings.crop_scale, 1.0)
         width, height = int(image.width * scale), int(image.height * scale)
         left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
         image = image.crop((left, top, left + width, top + height))
+    transposes = []
     if settings.flip and rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        transposes.append(Image.Transpose.FLIP_LEFT_RIGHT)
     if settings.rotate:
         rotation = rng.choice(ROTATIONS)
-        image = image if rotation is None else image.transpose(rotation)
-    return image
+        transposes += [] if rotation is None else [rotation]
+    for transpose in transposes:
+        image = image.transpose(transpose)
+    return image, transposes
+
+
+def moved_boxes(record: Record, transposes: list[Image.Transpose]) -> Record:
+    """`record` with every box in its text moved as the image was flipped and turned."""
+
+    def move(box):
+        for transpose in transposes:
+            box = BOX_AFTER[transpose](box)
+        return box
+
+    turns = [{role: map_boxes(text, move) for role, text in turn.items()} for turn in record.turns]
+    return replace(record, turns=turns)
 
 
 class SampleMaker:
     """Turns one record into a Sample; too-long records are counted in `skipped`, never silently dropped.
 
     Augmentation draws from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the
-    crops and flips an uninterrupted run would have seen. Records whose text pins the geometry (boxes, "on
-    the left") are never cropped, flipped or rotated: their answers would no longer match the image.
+    crops and flips an uninterrupted run would have seen. Records with boxes are flipped and turned with
+    their boxes moved to match, never cropped; records whose words pin the geometry ("on the left") are
+    left as they are: their answers would no longer match the image.
     """
 
     def __init__(self, model_cfg, tokenizer, augment_settings: AugmentConfig, max_length: int, seed: int,
@@ -74,6 +103,18 @@ class SampleMaker:
         self.skipped: Counter = Counter()
 
     def __call__(self, record: Record, root: Path, epoch: int, index: int) -> Sample | None:
+        paths = [str(root / image) for image in record.images]
+        images = None
+        if self.load_pixels:
+            rng = random.Random(f"{self.seed}:{epoch}:{index}")
+            images = [load_image(path).image for path in paths]
+            boxes = has_boxes(record)
+            # Boxes can follow one image's flips and turns; several images would each need their own.
+            if self.augment.active and not has_direction_words(record) and not (boxes and len(images) > 1):
+                augmented = [augment(image, self.augment, rng, boxes) for image in images]
+                images = [image for image, _ in augmented]
+                if boxes:
+                    record = moved_boxes(record, augmented[0][1])
         try:
             encoded = encode(
                 conversation_of(record).segments(TRAINING_STYLE), self.tokenizer,
@@ -82,14 +123,7 @@ class SampleMaker:
         except TooLongError:
             self.skipped["prompt longer than max_length"] += 1
             return None
-        paths = [str(root / image) for image in record.images]
-        pixels = None
-        if self.load_pixels:
-            rng = random.Random(f"{self.seed}:{epoch}:{index}")
-            settings = self.augment if self.augment.active and not geometry_bound(record) else None
-            images = [load_image(path).image for path in paths]
-            images = [augment(image, settings, rng) for image in images] if settings else images
-            pixels = self.cfg.vision.to_pixels(images)
+        pixels = self.cfg.vision.to_pixels(images) if images is not None else None
         return Sample(encoded, paths, pixels)
 
 

@@ -32,6 +32,7 @@ from skyeye.images import load_image
 from skyeye.settings import ConfigError, to_plain
 from skyeye.train import state
 from skyeye.train.config import AugmentConfig, TowerConfig
+from skyeye.train.optim import fused_adam
 from skyeye.train.records import RecordIndex
 
 WEIGHTS_FILE = "tower.safetensors"
@@ -122,16 +123,20 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
     except ConfigError:
         val_index = None
     classes = class_names(train_index)
-    train = labelled_images(train_index, classes, vision.image_size, progress)
-    val = labelled_images(val_index, classes, vision.image_size, progress) if val_index else None
-    say(f"tower pretraining: {len(train.labels):,} images, {len(classes)} classes"
+    size = cfg.image_size or vision.image_size
+    if vision.kind != "conv" and size != vision.image_size:
+        raise ConfigError(f"tower.image_size {size}: only a conv tower learns at another size than its image_size")
+    train = labelled_images(train_index, classes, size, progress)
+    val = labelled_images(val_index, classes, size, progress) if val_index else None
+    say(f"tower pretraining: {len(train.labels):,} images at {size} px, {len(classes)} classes"
         + (f", {len(val.labels):,} val images" if val else ""))  # fmt: skip
 
     torch.manual_seed(seed)
     classifier = TowerClassifier(model.visual_encoder, len(classes), vision.mean, vision.std).train()
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=fused_adam(classifier))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                    pct_start=0.15)  # fmt: skip
     checkpoint = out / CHECKPOINT_DIR

@@ -7,7 +7,8 @@ app has no prompt code of its own. One model serves every session: generation ev
 Memory stays bounded however many people use it: a session keeps no full-resolution image, only the model's
 input square and a copy at most DISPLAY_SIDE pixels a side (see `skyeye.session`); a session is forgotten
 `session_ttl_s` after its last upload, answer or clear; and at most `max_sessions` sessions are kept, the
-least recently used going first. A user's mistake (an unreadable upload, a question too long or without an
+least recently used going first; their conversation caches (skyeye.model.answer) share
+CONVERSATION_CACHE_BYTES. A user's mistake (an unreadable upload, a question too long or without an
 image) is shown to them and logged as one line, never as a traceback.
 
 On a georeferenced raster (a GeoTIFF with a CRS) every box is listed on the map and in WGS84 lon/lat too, and
@@ -29,6 +30,8 @@ from skyeye.boxes import find_boxes
 from skyeye.draw import draw_boxes
 from skyeye.geo.layer import write_box_layer
 from skyeye.images import DEFAULT_MAX_PIXELS, ImageError
+from skyeye.model.answer import RecentCaches
+from skyeye.model.card import ModelCard
 from skyeye.prompts import identifier_of
 from skyeye.session import ChatTurn, ImageChat
 from skyeye.web.tasks import MAX_QUESTION_CHARS, WEB_TASKS, question_for
@@ -40,6 +43,9 @@ UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp
 DISPLAY_SIDE = 1024  # the shown image is scaled down to this longest side; boxes are scaled with it
 SESSION_TTL_S = 3600  # a conversation is forgotten an hour after its last upload, answer or clear
 MAX_SESSIONS = 100  # each holds at most ~3.7 MB of pixels (a 1024 px display copy and the model's square)
+# The image features and keys / values that let follow-ups skip the earlier turns (skyeye.model.answer), for all
+# sessions together: about 0.5 MB a token for the 7B model in bfloat16; the least recently answered go first.
+CONVERSATION_CACHE_BYTES = 2 * 1024**3
 GEOJSON_KEEP_S = 600  # far longer than Gradio takes to copy a returned file into its cache
 NO_IMAGE = "Upload an image (PNG, JPEG, TIFF incl. 16-bit and multi-band GeoTIFF) or pick an example."
 
@@ -47,12 +53,14 @@ log = logging.getLogger(__name__)
 
 
 def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
-              session_ttl_s: float = SESSION_TTL_S):  # fmt: skip
-    """The Gradio Blocks app (not launched; `launch` it to apply the session cap)."""
+              session_ttl_s: float = SESSION_TTL_S, card: ModelCard | None = None):  # fmt: skip
+    """The Gradio Blocks app (not launched; `launch` it to apply the session cap); `card`, the model's card, is
+    summed up under the title so that users see its limits before they ask."""
     import gradio as gr
 
     # Removed with the app's process; each answer's GeoJSON goes to a folder of its own in here.
     geojson_folder = tempfile.TemporaryDirectory(prefix="skyeye-web-")
+    conversation_caches = RecentCaches(CONVERSATION_CACHE_BYTES)
 
     def offered_geojson(chat: ImageChat | None):
         """The download of every box so far as GeoJSON; hidden for an image without a CRS or without boxes."""
@@ -68,7 +76,7 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
             return None, None, NO_IMAGE, [], "", offered_geojson(None)
         try:
             chat = ImageChat(model, path, max_new_tokens=max_new_tokens, max_pixels=max_pixels,
-                             display_side=DISPLAY_SIDE)  # fmt: skip
+                             display_side=DISPLAY_SIDE, recent=conversation_caches)  # fmt: skip
         except ImageError as err:
             message = _logged(f"Cannot use {Path(path).name}: {str(err).replace(path, Path(path).name)}")
             gr.Warning(message)
@@ -103,6 +111,8 @@ def build_app(model, examples: list[Path], max_new_tokens: int = 128, max_pixels
     with gr.Blocks(title="SkyEye", delete_cache=(600, session_ttl_s)) as app:
         chat_state = gr.State(None, time_to_live=session_ttl_s)
         gr.Markdown("## SkyEye: ask about a remote-sensing image")
+        if card is not None:
+            gr.Markdown(_card_note(card), elem_id="model-card")
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Image", file_types=UPLOAD_TYPES, type="filepath", elem_id="upload")
@@ -153,6 +163,12 @@ def _logged(mistake: str) -> str:
     mistake = " ".join(mistake.split())
     log.warning("web: %s", mistake)
     return mistake
+
+
+def _card_note(card: ModelCard) -> str:
+    """Two lines: what the model is, then its known limits."""
+    limits = "  \n**Known limits:** " + " · ".join(card.limitations) if card.limitations else ""
+    return f"_{card.summary}_{limits}"
 
 
 def _describe(chat: ImageChat) -> str:

@@ -12,10 +12,11 @@
 | dior_rsvg, rsvg | DIOR-RSVG, RSVG visual grounding (grounding)                             |
 | dior, dota, nwpu_vhr10, hrrsd | object annotations for phrase grounding, REG, conversations (regions) |
 | class_folders   | UC Merced, AID, NWPU-RESISC45, EuroSAT, WHU-RS19, PatternNet (scenes)   |
+| ucm_scene       | UC Merced classes on UCM-Captions' images and splits (ucm_scenes)       |
 | synthetic       | rendered scenes with exact boxes (synthetic)                             |
 """
 
-from skyeye.data.sources import capera, captions, grounding, regions, scenes, synthetic, vqa  # noqa: F401
+from skyeye.data.sources import capera, captions, grounding, regions, scenes, synthetic, ucm_scenes, vqa  # noqa: F401
 from skyeye.data.sources.base import ADAPTERS
 
 __all__ = ["ADAPTERS"]

@@ -18,7 +18,7 @@ from functools import lru_cache
 VOCABULARY = frozenset(
     """
     agricultural airplane airport annual area bare baseball basketball beach bridge building buildings cemetery center
-    chaparral chimney christmas church circular closed cloud coastal commercial container court crane crop
+    chaparral chimney christmas church circular closed cloud coastal commercial container course court crane crop
     crossroad crosswalk dam dense desert diamond expressway farm farmland ferry field football forest freeway
     gas golf ground harbor helicopter helipad herbaceous highway home ice industrial intersection island
     junction lake land large lot mansion marking meadow medium mobile mountain nursing oil overpass palace panel
