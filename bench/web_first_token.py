@@ -21,7 +21,7 @@ from playwright.sync_api import sync_playwright
 
 from skyeye.data.synth import render_scene
 from skyeye.model.loading import default_source, load_model
-from skyeye.web.app import build_app
+from skyeye.serve.web.app import build_app
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip

@@ -181,7 +181,7 @@ def test_ask_json_reports_the_size_of_the_frame_its_boxes_are_in(rotated_jpeg, w
 def test_chat_save_reports_the_size_of_the_frame_its_boxes_are_in(rotated_jpeg, small_model, tmp_path):
     import io
 
-    from skyeye.chat import TerminalChat
+    from skyeye.serve.chat import TerminalChat
 
     terminal = TerminalChat(small_model, rotated_jpeg, out=io.StringIO(), max_new_tokens=2)
     saved = tmp_path / "chat.json"

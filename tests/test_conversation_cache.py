@@ -10,7 +10,7 @@ from skyeye.model import answer as answer_module
 from skyeye.model.answer import ConversationCache, RecentCaches, continue_conversation
 from skyeye.model.inputs import encode
 from skyeye.prompts import Conversation
-from skyeye.session import ImageChat
+from skyeye.serve.session import ImageChat
 
 TURNS = [("Briefly describe this image.", "caption"), ("the building", "grounding"), ("what is in the image?", "vqa")]
 

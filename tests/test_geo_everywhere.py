@@ -174,7 +174,7 @@ def bundled_model():
 
 
 def test_chat_lists_and_saves_each_box_on_the_map_and_in_lonlat(utm_scene, known_answer, bundled_model, tmp_path):
-    from skyeye.chat import TerminalChat
+    from skyeye.serve.chat import TerminalChat
 
     out = io.StringIO()
     terminal = TerminalChat(bundled_model, utm_scene, out=out, max_new_tokens=2)

@@ -103,7 +103,7 @@ def page_text(app) -> list[str]:
 
 
 def test_the_web_page_shows_the_card_under_its_title(small_model, tmp_path):
-    from skyeye.web.app import build_app
+    from skyeye.serve.web.app import build_app
 
     card = read_card(model_folder(tmp_path, CARD))
     title, note = page_text(build_app(small_model, [], card=card))[:2]
@@ -115,10 +115,10 @@ def test_the_web_page_shows_the_card_under_its_title(small_model, tmp_path):
 
 def test_skyeye_web_serves_the_models_card(monkeypatch):
     import skyeye.cli
-    import skyeye.web.app
+    import skyeye.serve.web.app
 
     served = {}
     monkeypatch.setattr(skyeye.cli, "_load", lambda args: "the model")
-    monkeypatch.setattr(skyeye.web.app, "serve", lambda model, *args, **options: served.update(options))
+    monkeypatch.setattr(skyeye.serve.web.app, "serve", lambda model, *args, **options: served.update(options))
     assert main(["web"]) == 0
     assert served["card"] == read_card(bundled_model())

@@ -35,7 +35,7 @@ from skyeye.boxes import grid_to_pixel
 from skyeye.cli import build_parser
 from skyeye.images import load_image
 from skyeye.prompts import Conversation
-from skyeye.serve.api import DEFAULT_MODEL_ID, ServeSettings, build_app
+from skyeye.serve.api.app import DEFAULT_MODEL_ID, ServeSettings, build_app
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "examples" / "scene.png"
@@ -246,6 +246,19 @@ def test_a_geotiff_data_url_gets_its_boxes_in_lon_lat(model, tmp_path):
     assert "4-band uint16" in extension["image"]["rendering"]
     [plain_box] = unreferenced.choices[0].message.skyeye["boxes"]
     assert plain_box["pixels"] == pytest.approx(pixels) and "lonlat" not in plain_box
+
+
+def test_a_geotiff_turned_upright_by_its_orientation_tag_gets_no_map_coordinates(client, tmp_path):
+    """PIL turns the TIFF (orientation 6), GDAL's transform does not: the boxes would land in the wrong places on
+    the map, so the image is answered without georeferencing, as `skyeye ask` and `skyeye chat` answer it."""
+    upright = write_raster(tmp_path / "upright.tif", np.zeros((3, 40, 60), np.uint8), photometric="RGB")
+    turned = io.BytesIO()
+    with Image.open(upright) as image:
+        image.save(turned, "TIFF", tiffinfo={**dict(image.tag_v2), 274: 6})
+    for data, georeferenced in ((upright.read_bytes(), True), (turned.getvalue(), False)):
+        described = ask(client, data_url(data, "image/tiff"), max_tokens=1).choices[0].message.skyeye["image"]
+        assert ("georeference" in described) is georeferenced
+    assert (described["width"], described["height"]) == (40, 60)
 
 
 def raw_post(base: str, body, key: str | None = KEY) -> httpx.Response:

@@ -3,7 +3,7 @@
 import pytest
 
 from skyeye.data.synth import render_scene
-from skyeye.session import ImageChat
+from skyeye.serve.session import ImageChat
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from PIL import Image
 from skyeye.boxes import grid_to_pixel
 from skyeye.data.synth import render_scene
 from skyeye.draw import PALETTE
-from skyeye.web.tasks import WEB_TASKS, question_for
+from skyeye.serve.web.tasks import WEB_TASKS, question_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,7 +66,7 @@ def free_port() -> int:
 @contextmanager
 def served(model, **options):
     """The app on `model`, launched the way `skyeye web` launches it; yields (app, url)."""
-    from skyeye.web.app import build_app, launch
+    from skyeye.serve.web.app import build_app, launch
 
     session_options = {k: options.pop(k) for k in ("max_sessions",) if k in options}
     app = build_app(model, [], max_new_tokens=8, **options)
@@ -85,7 +85,7 @@ def new_session(url: str):
 
 
 def held_chats(app) -> list:
-    from skyeye.session import ImageChat
+    from skyeye.serve.session import ImageChat
 
     sessions = app.state_holder.session_data.values()
     return [value for session in sessions for value in session.state_data.values() if isinstance(value, ImageChat)]
@@ -101,7 +101,7 @@ def large_scene(tmp_path) -> Path:
 def test_sessions_keep_no_full_image_and_are_capped(small_model, large_scene):
     from gradio_client import handle_file
 
-    from skyeye.web.app import DISPLAY_SIDE
+    from skyeye.serve.web.app import DISPLAY_SIDE
     from test_session import held_pixel_bytes
 
     with served(small_model, max_sessions=3) as (app, url):
@@ -146,7 +146,7 @@ def test_user_mistakes_are_one_line_in_the_server_log_not_a_traceback(small_mode
         for typed, task, complaint in mistakes:
             with pytest.raises(AppError, match=complaint):
                 session.predict(typed, task, [], api_name="/ask")
-    logged = [record.getMessage() for record in caplog.records if record.name == "skyeye.web.app"]
+    logged = [record.getMessage() for record in caplog.records if record.name == "skyeye.serve.web.app"]
     assert len(logged) == 5 and all("\n" not in line for line in logged)
     assert "not an image PIL can read" in logged[1] and "more than the context" in logged[4]
     printed = capfd.readouterr()
@@ -170,8 +170,8 @@ def browser():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     from skyeye.model.loading import default_source, load_model
-    from skyeye.web.app import build_app, launch
-    from skyeye.web.examples import make_examples
+    from skyeye.serve.web.app import build_app, launch
+    from skyeye.serve.web.examples import make_examples
 
     examples = make_examples(tmp_path_factory.mktemp("examples"))
     app = build_app(load_model(default_source()), examples, max_new_tokens=24)

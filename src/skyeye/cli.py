@@ -245,7 +245,7 @@ def _add_serve_command(commands) -> None:
 
 
 def run_serve(args) -> int:
-    from skyeye.serve.api import DEFAULT_MODEL_ID, ServeSettings, serve
+    from skyeye.serve.api.app import DEFAULT_MODEL_ID, ServeSettings, serve
 
     settings = ServeSettings(
         model_id=args.model or DEFAULT_MODEL_ID, api_key=args.api_key or None, max_batch=args.max_batch,
@@ -392,7 +392,7 @@ def _add_train_commands(commands) -> None:
 
 
 def run_chat(args) -> int:
-    from skyeye.chat import run_chat as chat
+    from skyeye.serve.chat import run_chat as chat
 
     # The streams of the moment, not those of import time (a caller may have redirected them).
     return chat(_load(args), args.image, lines=sys.stdin, out=sys.stdout, max_new_tokens=args.max_new_tokens)
@@ -403,7 +403,7 @@ def run_web(args) -> int:
 
     from skyeye.model.card import read_card
     from skyeye.model.loading import default_source
-    from skyeye.web.app import serve
+    from skyeye.serve.web.app import serve
 
     examples = Path(tempfile.gettempdir()) / "skyeye-web-examples"
     card = read_card(args.model or default_source())

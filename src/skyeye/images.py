@@ -263,7 +263,7 @@ def resize_for_model(image: Image.Image, size: int) -> Image.Image:
     """The bicubic squash to `size` x `size` that `to_pixel_tensor` applies.
 
     An image already `size` x `size` is only copied by it, so a caller may keep this small copy instead of the
-    full image (a `skyeye.session` conversation does) and get exactly the tensor the full image would give.
+    full image (a `skyeye.serve.session` conversation does) and get exactly the tensor the full image would give.
     """
     return image.resize((size, size), Image.Resampling.BICUBIC)
 

@@ -1,7 +1,13 @@
-"""`skyeye serve`: an OpenAI-compatible chat-completions API over one SkyEye model.
+"""The three ways to talk with a SkyEye model about an image, on one conversation layer.
 
-- `media`: image URLs of a request -> images (data: URLs, file:// under an allowed folder; never the network);
-- `openai_messages`: an OpenAI request -> the model's own `Conversation`, the image part and the decoding;
-- `batcher`: concurrent requests -> batched `ask_many` calls, each row followed token by token;
-- `api`: the FastAPI app (auth, limits, errors, responses and server-sent events) and its uvicorn server.
+- `session`: what every front end shares. `ConversationImage` is an uploaded image as a conversation keeps it
+  (resized to the model's input square, with the full image's size and its georeferencing) and places the
+  boxes of an answer in its pixels, on the map and in lon/lat; `ImageChat` is one conversation about one image,
+  streamed turn by turn on the model's own `Conversation` and its conversation cache.
+- `chat`: `skyeye chat`, the terminal front end of an `ImageChat`;
+- `web`: `skyeye web`, the Gradio app, one `ImageChat` per browser session;
+- `api`: `skyeye serve`, the OpenAI-compatible HTTP API: stateless requests (each carries its whole
+  conversation) batched into shared generate calls, each image a `ConversationImage`.
+
+The dependencies point one way: front ends -> `session` -> the model, geo and image layers.
 """

@@ -1,4 +1,8 @@
-"""One conversation about one image, shared by `skyeye chat` and `skyeye web`.
+"""The conversation layer of the front ends: an image as a conversation keeps it, and one conversation about it.
+
+`ConversationImage` (the image of `skyeye chat`, `skyeye web` and of each `skyeye serve` request) is the image
+resized for the model with what places an answer's boxes: the full image's size and its georeferencing.
+`ImageChat` (one conversation about one image, shared by `skyeye chat` and `skyeye web`) keeps its turns.
 
 The history is the model's own `Conversation`, so every turn is rendered by the same prompt code as
 `skyeye ask` and training. `stream` yields the answer as it is generated: generation runs in a worker
@@ -25,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -35,6 +39,35 @@ from skyeye.geo.georef import Georeference, georeference_of
 from skyeye.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, resize_for_model
 from skyeye.model.answer import ConversationCache, RecentCaches, continue_conversation
 from skyeye.prompts import Conversation
+
+
+@dataclass(frozen=True)
+class ConversationImage:
+    """An image as a conversation keeps it: `image` resized to the model's input square, with the full image's
+    size, mode and rendering (`image.original_size` etc.), the frame of every box; and `georeference`, how those
+    pixels sit on the map (None unless a raster with a CRS whose pixels are the image's: `georeference_of`)."""
+
+    image: LoadedImage
+    georeference: Georeference | None
+
+    @classmethod
+    def of(cls, loaded: LoadedImage, model_side: int) -> ConversationImage:
+        """`loaded` (its file still in place, for the georeferencing) for a model that sees `model_side` pixels a
+        side: exactly the tensor the full image would give it (`skyeye.images.resize_for_model`)."""
+        return cls(replace(loaded, image=resize_for_model(loaded.image, model_side)), georeference_of(loaded))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.original_size
+
+    def find_boxes(self, text: str) -> list[FoundBox]:
+        """The boxes `text` names, in pixels of the full image (the model saw the resized one)."""
+        return find_boxes(text, *self.size)
+
+    def box_record(self, box: FoundBox) -> dict:
+        """A box for JSON: phrase, grid, pixels and, on a georeferenced image, its corners on the map and in lon/lat."""
+        record = {"phrase": box.phrase, "grid": list(box.grid), "pixels": [round(v, 2) for v in box.pixels]}
+        return record if self.georeference is None else record | self.georeference.box_coordinates(box.pixels)
 
 
 @dataclass
@@ -48,10 +81,8 @@ class ChatTurn:
 class ImageChat:
     """An image, the conversation about it so far, and the boxes each answer named.
 
-    `image` is the image as the model sees it (resized to its input square) with the source's size, mode and
-    rendering; `size` is the width and height of the upright full-resolution image, the frame of every box;
-    `display` (only with `display_side`) is the image scaled to at most `display_side` pixels a side;
-    `georeference` is the raster's georeferencing when it has one (see `skyeye.geo.georef.georeference_of`).
+    `conversation_image` is the image (a `ConversationImage`): `image`, `size` and `georeference` are its own;
+    `display` (only with `display_side`) is the image scaled to at most `display_side` pixels a side.
     """
 
     def __init__(self, model, image, max_new_tokens: int = 128, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -63,14 +94,23 @@ class ImageChat:
     def open_image(self, source) -> None:
         """Loads `source` (a path or PIL image) and starts a new conversation; raises `ImageError`."""
         loaded = load_image(source, max_pixels=self.max_pixels)
-        self.size: tuple[int, int] = loaded.image.size
-        self.georeference: Georeference | None = georeference_of(loaded)
         self.display: Image.Image | None = None if self.display_side is None else _fit(loaded.image, self.display_side)
-        model_input = resize_for_model(loaded.image, self.model.cfg.vision.image_size)
-        self.image: LoadedImage = replace(loaded, image=model_input)
+        self.conversation_image = ConversationImage.of(loaded, self.model.cfg.vision.image_size)
         self.image_path = Path(source) if isinstance(source, (str, Path)) else None
         self.cache = ConversationCache(self.image, self.recent)
         self.reset()
+
+    @property
+    def image(self) -> LoadedImage:
+        return self.conversation_image.image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.conversation_image.size
+
+    @property
+    def georeference(self) -> Georeference | None:
+        return self.conversation_image.georeference
 
     def reset(self) -> None:
         self.conversation = Conversation(num_images=1)
@@ -113,8 +153,7 @@ class ImageChat:
             raise outcome["error"]
         answer = outcome["answer"]
         self.conversation = answer.conversation
-        # The model saw the resized image; the boxes are placed in the pixels of the full one.
-        boxes = find_boxes(answer.text, *self.size)
+        boxes = self.conversation_image.find_boxes(answer.text)
         timings = {"first_token_s": first_piece_s or 0.0, "total_s": time.perf_counter() - started}
         self.turns.append(ChatTurn(self.conversation.turns[-1].user, answer.text, boxes, timings))
 
@@ -127,10 +166,9 @@ class ImageChat:
         }
         if self.georeference is not None:
             record["georeference"] = self.georeference.describe()
-        placed = self.georeference.box_coordinates if self.georeference is not None else lambda pixels: {}
         record["turns"] = [
             {"user": turn.user, "assistant": turn.assistant,
-             "boxes": [{**asdict(box), **placed(box.pixels)} for box in turn.boxes]}
+             "boxes": [self.conversation_image.box_record(box) for box in turn.boxes]}
             for turn in self.turns
         ]  # fmt: skip
         return record

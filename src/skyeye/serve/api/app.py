@@ -16,8 +16,8 @@ wrong key, 404 unknown model or path, 413 request or image too large, 429 every 
 which the official client obeys.
 
 Order of checks, cheapest first, each before the next costs anything: the key (compared in constant time), a
-slot (see `skyeye.serve.batcher`), the body size (declared, then counted while reading), the JSON and the
-model name, then the image (`skyeye.serve.media`: byte and pixel limits before decoding) and the prompt's
+slot (see `skyeye.serve.api.batcher`), the body size (declared, then counted while reading), the JSON and the
+model name, then the image (`skyeye.serve.api.media`: byte and pixel limits before decoding) and the prompt's
 length in the model's context. A client that goes away, while waiting or mid-stream, cancels its row and frees
 its slot; nothing of a request is kept after its answer.
 """
@@ -41,11 +41,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from skyeye.boxes import find_boxes
 from skyeye.model.inputs import encode
-from skyeye.serve.batcher import Admission, Batcher, Delta, Failed, Finished, Job, QueueFull, Sampling, ServerClosing
-from skyeye.serve.media import MB, MediaError, MediaLimits, MediaTooLarge, RequestImage, open_image_url
-from skyeye.serve.openai_messages import ChatRequest, RequestError, parse_chat_request
+from skyeye.serve.api.batcher import (
+    Admission,
+    Batcher,
+    Delta,
+    Failed,
+    Finished,
+    Job,
+    QueueFull,
+    Sampling,
+    ServerClosing,
+)
+from skyeye.serve.api.media import MB, MediaError, MediaLimits, MediaTooLarge, open_image_url
+from skyeye.serve.api.openai_messages import ChatRequest, RequestError, parse_chat_request
+from skyeye.serve.session import ConversationImage
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +245,7 @@ async def _read_json(request, limit: int):
 
 @dataclass
 class _Prepared:
-    image: RequestImage
+    image: ConversationImage
     prompt_tokens: int
     max_tokens: int
 
@@ -335,14 +345,9 @@ class _Reply:
 
     def extension(self, text: str) -> dict:
         """The boxes in the answer, in the full image's pixels and, for a georeferenced image, on the map."""
-        image, georeference = self.prepared.image.image, self.prepared.image.georeference
-        width, height = image.original_size
-        boxes = []
-        for box in find_boxes(text, width, height):
-            entry = {"phrase": box.phrase, "grid": list(box.grid), "pixels": [round(v, 2) for v in box.pixels]}
-            if georeference is not None:
-                entry.update(georeference.box_coordinates(box.pixels))
-            boxes.append(entry)
+        seen = self.prepared.image
+        image, georeference, (width, height) = seen.image, seen.georeference, seen.size
+        boxes = [seen.box_record(box) for box in seen.find_boxes(text)]
         described = {"width": width, "height": height, "mode": image.original_mode, "rendering": image.rendering}
         if georeference is not None:
             described["georeference"] = georeference.describe()

@@ -1,7 +1,7 @@
 """`skyeye chat`: a terminal conversation about one image, answers streamed token by token.
 
 Lines starting with `/` are commands (`/help` lists them); anything else is a question. The conversation is
-an `ImageChat` (skyeye.session), the same object the web app uses.
+an `ImageChat` (skyeye.serve.session), the same object the web app uses.
 
 In a terminal, lines are read with readline: the arrow keys edit the line and recall earlier lines of the
 session. Ctrl-C while an answer streams stops that answer, which is then not part of the conversation, and
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from skyeye.prompts import TASKS
-from skyeye.session import ImageChat
+from skyeye.serve.session import ImageChat
 
 HELP = """commands:
   /task NAME     prefix later questions with a task's identifier (NAME: {tasks}; /task none: no prefix)

@@ -5,7 +5,8 @@ must be PNG, JPEG, WebP or TIFF (GeoTIFF included), told by their first bytes, n
 no other decoder PIL or GDAL carries is ever reached by an upload. Limits are checked before decoding: the
 byte size from the base64 length or the file's size, then the pixel count from the header. The bytes go
 through `skyeye.images.load_image`, as `skyeye ask` reads a file (multi-band rasters rendered to RGB the same
-way), from a private temporary file that is deleted at once; a TIFF's georeferencing is read with it.
+way), from a private temporary file that is deleted at once; the image is then kept as `skyeye chat` keeps its
+own (`skyeye.serve.session.ConversationImage`: resized for the model, a TIFF's georeferencing read with it).
 
 A `file://` path is checked twice: as written (`..` resolved without touching the disk, so a path outside the
 folder is refused without revealing whether it exists) and with its symlinks resolved; the file is then
@@ -20,18 +21,12 @@ import os
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from skyeye.geo.georef import Georeference
-from skyeye.images import ImageError, LoadedImage, load_image, resize_for_model
-
-if TYPE_CHECKING:
-    from rasterio.io import DatasetReader
+from skyeye.images import ImageError, load_image
+from skyeye.serve.session import ConversationImage
 
 MB = 1024 * 1024
 FORMATS = "PNG, JPEG, WebP or TIFF"
@@ -66,16 +61,7 @@ class MediaLimits:
     allowed_local_path: Path | None = None  # file:// URLs are refused without one
 
 
-@dataclass(frozen=True)
-class RequestImage:
-    """The image as the model sees it (its input square) with the full image's size, mode and rendering in
-    `image.original_size` etc., and how a GeoTIFF's pixels sit on the map (None without a CRS)."""
-
-    image: LoadedImage
-    georeference: Georeference | None
-
-
-def open_image_url(url: str, limits: MediaLimits, model_side: int, field: str) -> RequestImage:
+def open_image_url(url: str, limits: MediaLimits, model_side: int, field: str) -> ConversationImage:
     """The image an `image_url` names, read and checked as the module doc says; `field` names it in errors."""
     return decode_image(read_url(url, limits, field), limits, model_side, field)
 
@@ -139,7 +125,7 @@ def _read_file_url(url: str, limits: MediaLimits, field: str) -> bytes:
     return data
 
 
-def decode_image(data: bytes, limits: MediaLimits, model_side: int, field: str) -> RequestImage:
+def decode_image(data: bytes, limits: MediaLimits, model_side: int, field: str) -> ConversationImage:
     kind, suffix = _sniff(data, field)
     with tempfile.TemporaryDirectory(prefix="skyeye-serve-") as folder:
         path = Path(folder) / f"image{suffix}"
@@ -149,9 +135,7 @@ def decode_image(data: bytes, limits: MediaLimits, model_side: int, field: str) 
             loaded = load_image(path, max_pixels=limits.max_pixels)
         except ImageError as err:  # its message names the temporary file; the client knows the field
             raise MediaError(str(err).replace(str(path), field)) from None
-        georeference = _georeference(path) if kind == "TIFF" else None
-    # The model sees exactly what the full image would give it; boxes stay in the full image's pixels.
-    return RequestImage(replace(loaded, image=resize_for_model(loaded.image, model_side)), georeference)
+        return ConversationImage.of(loaded, model_side)  # while the file is there: its georeferencing is read
 
 
 def _sniff(data: bytes, field: str) -> tuple[str, str]:
@@ -185,25 +169,13 @@ def _check_pixels(path: Path, kind: str, max_pixels: int, field: str) -> None:
 
 
 def _raster_size(path: Path) -> tuple[int, int]:
-    with _opened_raster(path) as dataset:
-        return dataset.width, dataset.height
-
-
-def _georeference(path: Path) -> Georeference | None:
-    with _opened_raster(path) as dataset:
-        georeference = Georeference.of(dataset)
-    return georeference if georeference.has_crs else None
-
-
-@contextmanager
-def _opened_raster(path: Path) -> Iterator[DatasetReader]:
     import rasterio
 
     # Plain TIFFs without georeferencing are fine here; rasterio would warn about every one of them.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(path) as dataset:
-            yield dataset
+            return dataset.width, dataset.height
 
 
 def _megabytes(count: int) -> str:

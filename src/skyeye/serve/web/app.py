@@ -1,11 +1,11 @@
 """`skyeye web`: a Gradio app to talk about an uploaded image, with every box drawn on it.
 
-Each browser session holds one `ImageChat` (skyeye.session), the object `skyeye chat` uses too, so the web
+Each browser session holds one `ImageChat` (skyeye.serve.session), the object `skyeye chat` uses too, so the web
 app has no prompt code of its own. One model serves every session: generation events share one queue slot
 (`concurrency_id="model"`), so answers are produced one at a time while uploads and clears stay responsive.
 
 Memory stays bounded however many people use it: a session keeps no full-resolution image, only the model's
-input square and a copy at most DISPLAY_SIDE pixels a side (see `skyeye.session`); a session is forgotten
+input square and a copy at most DISPLAY_SIDE pixels a side (see `skyeye.serve.session`); a session is forgotten
 `session_ttl_s` after its last upload, answer or clear; and at most `max_sessions` sessions are kept, the
 least recently used going first; their conversation caches (skyeye.model.answer) share
 CONVERSATION_CACHE_BYTES. A user's mistake (an unreadable upload, a question too long or without an
@@ -26,15 +26,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from skyeye.boxes import find_boxes
 from skyeye.draw import draw_boxes
 from skyeye.geo.layer import write_box_layer
 from skyeye.images import DEFAULT_MAX_PIXELS, ImageError
 from skyeye.model.answer import RecentCaches
 from skyeye.model.card import ModelCard
 from skyeye.prompts import identifier_of
-from skyeye.session import ChatTurn, ImageChat
-from skyeye.web.tasks import MAX_QUESTION_CHARS, WEB_TASKS, question_for
+from skyeye.serve.session import ChatTurn, ImageChat
+from skyeye.serve.web.tasks import MAX_QUESTION_CHARS, WEB_TASKS, question_for
 
 # Gradio reports usage to its servers unless told otherwise; this app never talks to the outside.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -196,7 +195,8 @@ def _turn_boxes(chat: ImageChat, turn: ChatTurn) -> list:
     if turn.boxes:
         asked = _short(turn.user[len(identifier_of(turn.user) or "") :])
         return [replace(box, phrase=box.phrase or asked) for box in turn.boxes]
-    return [replace(box, phrase=box.phrase or _short(turn.assistant)) for box in find_boxes(turn.user, *chat.size)]
+    region = chat.conversation_image.find_boxes(turn.user)
+    return [replace(box, phrase=box.phrase or _short(turn.assistant)) for box in region]
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -238,6 +238,6 @@ def _timing(number: int, turn: ChatTurn) -> str:
 def serve(model, host: str, port: int, examples_folder: Path, max_upload_mb: int, max_sessions: int = MAX_SESSIONS,
           **options) -> None:  # fmt: skip
     """Builds the app with generated examples and serves it until interrupted."""
-    from skyeye.web.examples import make_examples
+    from skyeye.serve.web.examples import make_examples
 
     launch(build_app(model, make_examples(examples_folder), **options), host, port, max_upload_mb, max_sessions)
