@@ -1,6 +1,7 @@
 """Training: config validation, order, kill/resume equivalence and the 2-process step equivalence."""
 
 import json
+import random
 import os
 import subprocess
 import sys
@@ -354,3 +355,28 @@ def test_lr_scale_gives_a_part_its_own_learning_rate(model_yaml, records, tmp_pa
         id(p) for p in trainer.model.ln_vision.parameters()}  # fmt: skip
     assert by_lr[1e-4] == vision
     assert by_lr[1e-3] == {id(p) for p in trainer.model.llama_proj.parameters()}
+
+
+def test_a_scene_question_renamed_to_another_name_of_its_class_keeps_list_and_answer_in_step():
+    from skyeye.data.instructions import SCENE
+    from skyeye.data.record import Record
+    from skyeye.train.samples import renamed_class
+
+    def scene(classes, label, question=None):
+        user = question or SCENE.format(classes=", ".join(classes))
+        return Record("r", "ucm", "train", "scene", ["a.png"], None, [{"user": user, "assistant": label}],
+                      {"label": label})  # fmt: skip
+
+    record = scene(["forest", "harbor", "airport", "beach"], "harbor")
+    renamed = renamed_class(record, random.Random(0))
+    user, answer = renamed.turns[0]["user"], renamed.turns[0]["assistant"]
+    assert answer == "port" and "harbor" not in user
+    assert user == record.turns[0]["user"].replace("harbor", "port")  # "airport" is another word, left alone
+    # A list that already uses the other name, or a question without a list, cannot be renamed.
+    taken = scene(["port", "harbor", "beach", "forest"], "harbor")
+    assert renamed_class(taken, random.Random(0)) == taken
+    open_question = scene([], "harbor", question="[vqa] What type of scene is this?")
+    assert renamed_class(open_question, random.Random(0)) == open_question
+    with pytest.raises(ConfigError, match="rename_classes"):
+        TrainConfig.from_dict({"model": "tiny", "out": "x", "data": [{"records": "d"}],
+                               "augment": {"rename_classes": 2}}, "test")  # fmt: skip

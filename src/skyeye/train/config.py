@@ -61,6 +61,9 @@ class AugmentConfig:
     flip: bool = False
     rotate: bool = False  # a random multiple of 90 degrees: top-down imagery has no "up"
     crop_scale: float = 1.0  # smallest crop side as a fraction of the image side
+    # How often a scene question's answer is asked under another name of its class (class_names.ALIASES), in the
+    # class list and the answer alike: text only, so it is not an image augmentation and needs no pixels.
+    rename_classes: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -122,6 +125,8 @@ class TrainConfig:
             problems.append(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if not 0 < self.augment.crop_scale <= 1:
             problems.append("augment.crop_scale must be in (0, 1]")
+        if not 0 <= self.augment.rename_classes <= 1:
+            problems.append("augment.rename_classes must be in [0, 1]")
         if self.cache_visual and self.augment.active:
             problems.append("cache_visual caches one view per image: it cannot be combined with augment")
         if self.cache_visual and self.trainable and "vision" in self.trainable:

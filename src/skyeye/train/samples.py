@@ -14,6 +14,7 @@ from PIL import Image
 
 from skyeye.boxes import GRID, map_boxes, parse_boxes
 from skyeye.data.record import Record
+from skyeye.data.sources.class_names import aliases_of
 from skyeye.images import load_image
 from skyeye.model.inputs import Encoded, TooLongError, collate, encode
 from skyeye.prompts import TRAINING_STYLE, Conversation
@@ -87,13 +88,29 @@ def moved_boxes(record: Record, transposes: list[Image.Transpose]) -> Record:
     return replace(record, turns=turns)
 
 
+def renamed_class(record: Record, rng: random.Random) -> Record:
+    """A scene record asked and answered under another name of its class, when it lists its class once and
+    that name has an alias the list does not already use; otherwise the record unchanged."""
+    label = record.meta.get("label")
+    if record.task != "scene" or not label or len(record.turns) != 1 or record.turns[0]["assistant"] != label:
+        return record
+    question = record.turns[0]["user"]
+    as_item = re.compile(rf"(?<![\w-]){re.escape(label)}(?![\w-])")
+    aliases = [name for name in aliases_of(label) if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", question)]
+    if len(as_item.findall(question)) != 1 or not aliases:
+        return record
+    alias = rng.choice(aliases)
+    return replace(record, turns=[{"user": as_item.sub(alias, question), "assistant": alias}])
+
+
 class SampleMaker:
     """Turns one record into a Sample; too-long records are counted in `skipped`, never silently dropped.
 
     Augmentation draws from a generator seeded by (seed, epoch, index), so a resumed run sees exactly the
     crops and flips an uninterrupted run would have seen. Records with boxes are flipped and turned with
     their boxes moved to match, never cropped; records whose words pin the geometry ("on the left") are
-    left as they are: their answers would no longer match the image.
+    left as they are: their answers would no longer match the image. With `rename_classes` a scene question is
+    sometimes asked under another name of its class (`renamed_class`).
     """
 
     def __init__(self, model_cfg, tokenizer, augment_settings: AugmentConfig, max_length: int, seed: int,
@@ -115,6 +132,10 @@ class SampleMaker:
                 images = [image for image, _ in augmented]
                 if boxes:
                     record = moved_boxes(record, augmented[0][1])
+        if self.augment.rename_classes and record.task == "scene":
+            rng = random.Random(f"{self.seed}:{epoch}:{index}:name")
+            if rng.random() < self.augment.rename_classes:
+                record = renamed_class(record, rng)
         try:
             encoded = encode(
                 conversation_of(record).segments(TRAINING_STYLE), self.tokenizer,

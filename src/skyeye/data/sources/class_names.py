@@ -29,6 +29,29 @@ VOCABULARY = frozenset(
     """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 
+# Names that different class lists give one kind of scene (UCM "harbor" is AID's "port", UCM "agricultural" is
+# AID's "farmland"). Training may ask a scene under another of its names (`augment.rename_classes`), so the model
+# answers with the name in the list it is shown rather than the one it learned.
+ALIASES = (
+    ("harbor", "port"), ("parking lot", "parking"), ("agricultural", "farmland", "farm"), ("overpass", "viaduct"),
+    ("airplane", "airport"), ("storage tanks", "storage tank"), ("bare land", "barren land"),
+    ("baseball diamond", "baseball field"), ("freeway", "highway"), ("meadow", "grassland"), ("forest", "woodland"),
+    ("industrial", "industrial area"), ("dense residential", "dense residential area"),
+    ("medium residential", "medium residential area"), ("sparse residential", "sparse residential area"),
+    ("railway station", "train station"), ("golf course", "golf field"), ("mobile home park", "trailer park"),
+    ("sea", "ocean"), ("mountain", "hill"), ("square", "plaza"), ("pond", "lake"), ("intersection", "crossroad"),
+    ("runway", "airstrip"), ("tennis court", "tennis courts"), ("river", "stream"), ("commercial", "commercial area"),
+)  # fmt: skip
+
+
+def aliases_of(name: str) -> tuple[str, ...]:
+    """The other names of `name`'s kind of scene in ALIASES; () when it has none."""
+    for group in ALIASES:
+        if name in group:
+            return tuple(other for other in group if other != name)
+    return ()
+
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
