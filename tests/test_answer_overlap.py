@@ -52,3 +52,26 @@ def test_an_unreadable_image_fails_when_its_batch_comes_after_the_earlier_batche
     assert len(next(batches)) == 2
     with pytest.raises(ImageError, match="broken.png"):
         next(batches)
+
+
+def test_boxes_are_in_the_full_images_pixels_when_the_image_comes_already_resized(small_model, monkeypatch):
+    """The chat session and the API hand `ask_many` the image resized to the model's square (with its full size
+    as `original_size`); a stand-in decoder answers with a fixed box, which must land in the full image's pixels."""
+    import dataclasses
+
+    import torch
+
+    from skyeye.images import load_image, resize_for_model
+
+    box_text = "{<10><20><30><40>}"
+    ids = small_model.tokenizer(box_text, add_special_tokens=False)["input_ids"]
+
+    def stand_in_decoder(model, embeds, attention_mask, **generation):
+        return torch.tensor([ids] * embeds.shape[0])
+
+    monkeypatch.setattr(answer_module, "_llm_generate", stand_in_decoder)
+    full = load_image(Image.new("RGB", (400, 200), "gray"))
+    resized = dataclasses.replace(full, image=resize_for_model(full.image, small_model.cfg.vision.image_size))
+    as_given, as_resized = answer_module.ask_many(small_model, [full, resized], ["[refer] the road"] * 2)
+    assert as_given.text == as_resized.text == box_text
+    assert as_given.boxes[0].pixels == as_resized.boxes[0].pixels == pytest.approx((40, 40, 120, 80))

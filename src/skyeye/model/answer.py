@@ -162,7 +162,8 @@ def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str
     for row, conversation in enumerate(prepared.conversations):
         text = tokenizer.decode(output[row], skip_special_tokens=True).strip()
         new_tokens = _generated_length(output[row], tokenizer.eos_token_id)
-        width, height = prepared.frames[row][0].image.size
+        # The frame of the boxes is the full image, also when the caller passed it already resized for the model.
+        width, height = prepared.frames[row][0].original_size
         conversation.answer(text)
         answers.append(
             Answer(

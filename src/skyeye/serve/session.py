@@ -153,7 +153,7 @@ class ImageChat:
             raise outcome["error"]
         answer = outcome["answer"]
         self.conversation = answer.conversation
-        boxes = self.conversation_image.find_boxes(answer.text)
+        boxes = answer.boxes
         timings = {"first_token_s": first_piece_s or 0.0, "total_s": time.perf_counter() - started}
         self.turns.append(ChatTurn(self.conversation.turns[-1].user, answer.text, boxes, timings))
 
