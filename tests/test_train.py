@@ -1,8 +1,8 @@
 """Training: config validation, order, kill/resume equivalence and the 2-process step equivalence."""
 
 import json
-import random
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
