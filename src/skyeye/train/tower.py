@@ -136,7 +136,7 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=fused_adam(classifier))
+                                  fused=fused_adam(classifier))  # fmt: skip
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                    pct_start=0.15)  # fmt: skip
     checkpoint = out / CHECKPOINT_DIR
