@@ -36,6 +36,9 @@ def _add_model_options(parser: argparse.ArgumentParser, model_help: str) -> None
     parser.add_argument("--llama", type=Path, help="Hugging Face LLaMA-2-chat folder, for a released .pth")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                         help="weights dtype (default: the model's; float16 runs as bfloat16 on a CPU)")  # fmt: skip
+    parser.add_argument("--quantize", choices=("int8", "int4"),
+                        help="store the LLM's Linear weights as integers: half (int8) or a quarter (int4, CPU "
+                        "only) of their bfloat16 memory, answers close to unquantized ones")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument(
         "--prompt-style",
@@ -549,6 +552,7 @@ def _load(args):
         seed=getattr(args, "seed", 0),
         prompt_style=args.prompt_style,
         merge_lora=True,  # every command that loads through here only answers
+        quantize=args.quantize,
     )
 
 

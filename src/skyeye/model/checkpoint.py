@@ -20,6 +20,7 @@ import torch
 
 from skyeye import atomic
 from skyeye.model.config import TRAINABLE_PARTS, SkyEyeConfig
+from skyeye.model.quantize import quantization_of
 from skyeye.model.tokenizer import load_tokenizer, resolve_tokenizer_path
 
 CONFIG_FILE = "skyeye.yaml"
@@ -46,6 +47,9 @@ def save_checkpoint(model, folder: str | Path, state: dict | None = None) -> Pat
             f"model {model.cfg.name}: its LoRA is merged for inference; save the model loaded without merge_lora, "
             "so that the checkpoint keeps the base weights and LoRA apart"
         )
+    if state is None and (kind := quantization_of(model)):
+        raise CheckpointError(f"model {model.cfg.name}: its LLM is quantized to {kind} for inference; save the "
+                              "model loaded without quantize")  # fmt: skip
     folder = Path(folder).absolute()
     foreign = sorted(set(os.listdir(folder)) - CHECKPOINT_ENTRIES) if folder.is_dir() else []
     if folder.is_file() or foreign:

@@ -112,14 +112,19 @@ def load_model(
     seed: int = 0,
     prompt_style: str | None = None,
     merge_lora: bool = False,
+    quantize: str | None = None,
 ):
     """`dtype` and `prompt_style` (see `skyeye.prompts`) override what the source's config says; without
     `dtype`, the config's dtype adapted to the device (`compute_dtype`). `merge_lora` adds LoRA into the
-    weights for inference (see SkyEye.merge_lora); a model to train or save stays unmerged."""
+    weights for inference (see SkyEye.merge_lora); a model to train or save stays unmerged. `quantize`
+    ("int8", "int4") stores the LLM's Linear weights as integers for inference, LoRA merged first (see
+    skyeye.model.quantize)."""
+    from skyeye.model.quantize import check_quantization, quantize_llm
     from skyeye.model.release import load_release
     from skyeye.model.skyeye import SkyEye
 
     target = check_device(device)  # before any weights are read: a 7B load is minutes to waste
+    check_quantization(quantize, target)
     path = Path(source)
     if is_checkpoint(path):
         model = load_checkpoint(path, compute_dtype(read_config(path).dtype, target, dtype))
@@ -153,5 +158,7 @@ def load_model(
         model.cfg.prompt_style = prompt_style
         model.cfg.validate(f"--prompt-style for {source}")
     _warn_if_emulated(model.cfg.dtype, target)
+    if quantize is not None:  # before the move: the device never holds the full-precision LLM
+        model = quantize_llm(model.eval(), quantize)
     model = model.to(device).eval()
     return model.merge_lora() if merge_lora else model
