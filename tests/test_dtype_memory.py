@@ -115,3 +115,16 @@ def test_a_llama_folder_is_converted_tensor_by_tensor_too(tokenizer, tmp_path):
     dtype, ratio = _peak_ratio(tmp_path / "llama", "bfloat16", kind="llama")
     assert dtype == "bfloat16"
     assert ratio < 1.3, f"loading a float32 LLaMA folder as bfloat16 peaked at {ratio:.2f}x the weights"
+
+
+def test_the_bundled_conv_model_answers_in_bfloat16():
+    """Its batch-norm layers learn (trainable: vision), so their parameters stay float32; their running statistics
+    must too, or batch norm fails on mixed dtypes."""
+    from PIL import Image
+
+    from skyeye.model.answer import ask_many
+    from skyeye.model.loading import bundled_model, load_model
+
+    model = load_model(bundled_model(), dtype="bfloat16")
+    (answer,) = ask_many(model, [Image.new("RGB", (64, 64), "green")], ["[caption] Briefly describe this image."])
+    assert answer.text

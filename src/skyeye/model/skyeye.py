@@ -94,10 +94,19 @@ class SkyEye(nn.Module):
     def to_dtype(self, dtype: torch.dtype) -> SkyEye:
         """Frozen parameters and buffers in `dtype`; learning parameters stay float32 (see set_trainable)."""
         learning = {name: param.detach() for name, param in self.named_parameters() if param.requires_grad}
+        # A learning layer's buffers (batch norm's running statistics) stay with its float32 parameters: the
+        # layer computes with both, and mixed dtypes fail.
+        kept_buffers = {
+            (module, name): buffer
+            for module in self.modules() if any(p.requires_grad for p in module.parameters(recurse=False))
+            for name, buffer in module.named_buffers(recurse=False) if buffer is not None
+        }  # fmt: skip
         self.to(dtype)
         for name, param in self.named_parameters():
             if name in learning:
                 param.data = learning[name]
+        for (module, name), buffer in kept_buffers.items():
+            module._buffers[name] = buffer
         return self
 
     @property
