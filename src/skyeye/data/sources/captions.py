@@ -112,25 +112,11 @@ def _load_json(path: Path) -> Any:
 
 @register("karpathy", options=("annotations", "images"))
 def karpathy(ctx: SourceContext) -> Iterator[Example | Reject]:
-    annotations = _karpathy_file(ctx)
-    data = _load_json(annotations)
-    entries = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{annotations}: no 'images' list (not a Karpathy-style captions file)")
-    splits = {KARPATHY_SPLIT_ALIASES.get(e.get("split"), e.get("split")) for e in entries if isinstance(e, dict)}
-    if ctx.split not in splits:
-        raise ValueError(
-            f"{annotations}: no image is in split {ctx.split!r}; the file has {sorted(map(str, splits))} "
-            "(restval counts as train)"
-        )
+    annotations, entries = karpathy_entries(ctx)
     images = ctx.path / ctx.options.get("images", "imgs")
     seen: set[str] = set()
-    for number, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            continue
+    for number, entry in entries:
         native_split = entry.get("split")
-        if KARPATHY_SPLIT_ALIASES.get(native_split, native_split) != ctx.split:
-            continue
         sentences = entry.get("sentences") or []
         filename = entry.get("filename")
         if not filename or str(filename) in seen:
@@ -145,6 +131,29 @@ def karpathy(ctx: SourceContext) -> Iterator[Example | Reject]:
         if native_split != ctx.split:
             meta["native_split"] = native_split
         yield from _captions(ctx, str(filename), images / str(filename), raws, **meta)
+
+
+def karpathy_entries(ctx: SourceContext) -> tuple[Path, list[tuple[int, dict]]]:
+    """The Karpathy-style annotation file and its image entries in `ctx.split`, each with its index in the file;
+    a file without an `images` list, or with no image in the split, is an error naming the file."""
+    annotations = _karpathy_file(ctx)
+    data = _load_json(annotations)
+    entries = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{annotations}: no 'images' list (not a Karpathy-style captions file)")
+    in_split, splits = [], set()
+    for number, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            split = KARPATHY_SPLIT_ALIASES.get(entry.get("split"), entry.get("split"))
+            splits.add(split)
+            if split == ctx.split:
+                in_split.append((number, entry))
+    if not in_split:
+        raise ValueError(
+            f"{annotations}: no image is in split {ctx.split!r}; the file has {sorted(map(str, splits))} "
+            "(restval counts as train)"
+        )
+    return annotations, in_split
 
 
 def _karpathy_file(ctx: SourceContext) -> Path:

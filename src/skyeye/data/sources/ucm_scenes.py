@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from skyeye.data.sources.base import Example, Reject, SourceContext, register
-from skyeye.data.sources.captions import KARPATHY_SPLIT_ALIASES, _karpathy_file, _load_json
+from skyeye.data.sources.captions import karpathy_entries
 from skyeye.data.sources.class_names import readable
 
 UCM_CLASSES = ("agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral", "denseresidential",
@@ -41,21 +41,11 @@ def ucm_class(filename: str) -> str | None:
 
 @register("ucm_scene", options=("annotations", "images"))
 def ucm_scene(ctx: SourceContext) -> Iterator[Example | Reject]:
-    annotations = _karpathy_file(ctx)
-    data = _load_json(annotations)
-    entries = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{annotations}: no 'images' list (not a Karpathy-style captions file)")
-    entries = [e if isinstance(e, dict) else {} for e in entries]
-    splits = {KARPATHY_SPLIT_ALIASES.get(e.get("split"), e.get("split")) for e in entries}
-    if ctx.split not in splits:
-        raise ValueError(f"{annotations}: no image is in split {ctx.split!r}; the file has {sorted(map(str, splits))}")
+    annotations, entries = karpathy_entries(ctx)
     images = ctx.path / ctx.options.get("images", "imgs")
     classes = sorted(readable(name) for name in UCM_CLASSES)
     seen: set[str] = set()
-    for number, entry in enumerate(entries):
-        if KARPATHY_SPLIT_ALIASES.get(entry.get("split"), entry.get("split")) != ctx.split:
-            continue
+    for number, entry in entries:
         filename = str(entry.get("filename") or "")
         where = f"{annotations.name}: images[{number}]"
         if not filename or filename in seen:
