@@ -55,3 +55,15 @@ def small_model(tokenizer):
 
     torch.manual_seed(0)
     return SkyEye(small_config(), tokenizer).eval()
+
+
+@pytest.fixture
+def lora_checkpoint(small_model, tmp_path):
+    """`small_model` saved with a LoRA that is not the identity (lora_B starts at zero, which a merge would leave
+    unseen): for what must merge it (inference loading, quantization)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in small_model.named_parameters():
+            if ".lora_B." in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    return small_model.save_pretrained(tmp_path / "lora")

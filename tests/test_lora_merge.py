@@ -10,17 +10,6 @@ from skyeye.model.checkpoint import CheckpointError
 from skyeye.model.loading import load_model
 
 
-@pytest.fixture
-def trained_folder(small_model, tmp_path):
-    """A checkpoint whose LoRA is not the identity (lora_B starts at zero, which a merge would leave unseen)."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in small_model.named_parameters():
-            if ".lora_B." in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return small_model.save_pretrained(tmp_path / "trained")
-
-
 def _images(count: int) -> list[Image.Image]:
     rng = np.random.default_rng(0)
     return [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(count)]
@@ -37,12 +26,12 @@ def _logits(model, image) -> torch.Tensor:
         return model(batch["input_ids"], batch["image_mask"], batch["attention_mask"], pixels=pixels).logits
 
 
-def test_a_merged_model_answers_like_the_unmerged_one(trained_folder):
-    unmerged, merged = load_model(trained_folder), load_model(trained_folder, merge_lora=True)
+def test_a_merged_model_answers_like_the_unmerged_one(lora_checkpoint):
+    unmerged, merged = load_model(lora_checkpoint), load_model(lora_checkpoint, merge_lora=True)
     assert merged.lora_merged and not unmerged.lora_merged
     image = _images(1)[0]
     torch.testing.assert_close(_logits(merged, image), _logits(unmerged, image), rtol=1e-4, atol=1e-4)
-    assert (_logits(unmerged, image) - _logits_without_lora(trained_folder, image)).abs().max() > 1e-2, "LoRA matters"
+    assert (_logits(unmerged, image) - _logits_without_lora(lora_checkpoint, image)).abs().max() > 1e-2, "LoRA matters"
     images, questions = _images(4), ["[caption] Describe the image.", "[vqa] Is there water?"] * 2
     answers = [a.text for a in unmerged.ask_many(images, questions, max_new_tokens=12)]
     assert [a.text for a in merged.ask_many(images, questions, max_new_tokens=12)] == answers
@@ -58,22 +47,22 @@ def _logits_without_lora(folder, image) -> torch.Tensor:
 
 
 def test_merging_leaves_checkpoints_with_lora_apart_and_a_merged_model_refuses_to_save_or_train(
-    trained_folder, tmp_path
+    lora_checkpoint, tmp_path
 ):
-    merged = load_model(trained_folder, merge_lora=True)
+    merged = load_model(lora_checkpoint, merge_lora=True)
     with pytest.raises(CheckpointError, match="merged for inference"):
         merged.save_pretrained(tmp_path / "again")
     assert not (tmp_path / "again").exists()
     with pytest.raises(ValueError, match="merged for inference"):
         merged.train()
-    load_model(trained_folder).save_pretrained(tmp_path / "resaved")  # unmerged: written as it was read
-    original = load_file(trained_folder / "model.safetensors")
+    load_model(lora_checkpoint).save_pretrained(tmp_path / "resaved")  # unmerged: written as it was read
+    original = load_file(lora_checkpoint / "model.safetensors")
     resaved = load_file(tmp_path / "resaved/model.safetensors")
     assert original.keys() == resaved.keys() and all(torch.equal(original[k], resaved[k]) for k in original)
 
 
-def test_the_commands_that_answer_load_merged(trained_folder, monkeypatch):
+def test_the_commands_that_answer_load_merged(lora_checkpoint, monkeypatch):
     from skyeye import cli
 
-    args = cli.build_parser().parse_args(["ask", "x.png", "what?", "--model", str(trained_folder)])
+    args = cli.build_parser().parse_args(["ask", "x.png", "what?", "--model", str(lora_checkpoint)])
     assert cli._load(args).lora_merged

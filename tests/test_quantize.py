@@ -48,17 +48,6 @@ def test_a_quantized_layer_stores_integers_and_computes_with_weights_within_one_
     assert (computed - expected).abs().max() > 0, "the weights are quantized, not kept"
 
 
-@pytest.fixture
-def lora_folder(small_model, tmp_path):
-    """A checkpoint whose LoRA is not the identity: quantizing must merge it first."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in small_model.named_parameters():
-            if ".lora_B." in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return small_model.save_pretrained(tmp_path / "lora")
-
-
 def _logits(model, image) -> torch.Tensor:
     from skyeye.model.inputs import collate, encode
     from skyeye.prompts import Conversation
@@ -82,8 +71,8 @@ LOGIT_TOLERANCE = {"int8": 0.02, "int4": 0.2}
 
 
 @pytest.mark.parametrize("kind", ["int8", "int4"])
-def test_a_quantized_load_keeps_the_logits_and_stores_the_llm_layers_as_integers(kind, lora_folder):
-    plain, quantized = load_model(lora_folder, merge_lora=True), load_model(lora_folder, quantize=kind)
+def test_a_quantized_load_keeps_the_logits_and_stores_the_llm_layers_as_integers(kind, lora_checkpoint):
+    plain, quantized = load_model(lora_checkpoint, merge_lora=True), load_model(lora_checkpoint, quantize=kind)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     reference, logits = _centred(_logits(plain, image)), _centred(_logits(quantized, image))
     assert (logits - reference).norm() / reference.norm() < LOGIT_TOLERANCE[kind]
