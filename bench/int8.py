@@ -5,6 +5,8 @@ checkpoint folder (the 7B preset's dtype, which a CPU runs as bfloat16) and load
 quantize=None | "int8" | "int4")`, as `skyeye ask --quantize` does. Prints, as ratios to bfloat16 measured
 in the same run:
 - memory of a fresh process loading the folder: the weights' bytes, RSS after the load, peak RSS of the load;
+- the vision tower (EVA-g blocks at 448 px, 1,025 tokens; int8 with either kind): seconds per image, best
+  of interleaved rounds, and the relative error of its features against bfloat16's;
 - decode tokens/s at batch 1: (time to generate 1 + N tokens - time to generate 1) / N from a short text
   prompt (the vision tower and a 256-token image prefill would cost the same in every form), best of
   interleaved rounds;
@@ -26,7 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from scaled_7b import best, build, interleaved, machine, parameters, scaled_config
 from skyeye.data.synth import render_scene
@@ -96,6 +100,21 @@ def decode_rates(models: dict, rounds: int, tokens: int) -> dict[str, float]:
     return {name: tokens / (best(times[f"{name} N"]) - best(times[f"{name} 1"])) for name in models}
 
 
+def tower_figures(models: dict, rounds: int) -> dict[str, tuple[float, float]]:
+    """name -> (seconds per image through the vision tower, relative error of its features against the first
+    model's)."""
+    reference, *_ = models.values()
+    size = reference.cfg.vision.image_size
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8))
+    pixels = reference.cfg.vision.to_pixels([image]).to(reference.dtype)
+    features = {name: model.visual_features(pixels).float() for name, model in models.items()}  # also a warm-up
+    times = interleaved({name: lambda m=model: m.visual_features(pixels) for name, model in models.items()}, rounds)
+    expected = features[next(iter(models))]
+    return {
+        name: (best(times[name]), float((got - expected).norm() / expected.norm())) for name, got in features.items()
+    }
+
+
 def same_top1(model, reference, forward) -> torch.Tensor:
     """Where `model` and `reference` predict the same next token; `forward(m)` gives a model's logits."""
     return forward(model).argmax(-1) == forward(reference).argmax(-1)
@@ -154,14 +173,14 @@ def answer_agreement(models: dict, images: list, tokens: int) -> dict[str, tuple
 def preset_7b_bytes() -> dict[str, tuple[int, int]]:
     """name -> (all weight bytes, LLM weight bytes) of skyeyegpt-7b in bfloat16 and quantized (meta device)."""
     from skyeye.model.config import load_preset
-    from skyeye.model.quantize import quantize_llm
+    from skyeye.model.quantize import quantize_model
     from skyeye.model.skyeye import SkyEye
 
     sizes = {}
     for kind in KINDS:
         with torch.device("meta"):
             model = SkyEye(load_preset("skyeyegpt-7b")).to_dtype(torch.bfloat16).eval()
-            model = quantize_llm(model, kind) if kind is not None else model.merge_lora()
+            model = quantize_model(model, kind) if kind is not None else model.merge_lora()
         state = model.state_dict()
         llm = sum(t.nbytes for name, t in state.items() if name.startswith("llama_model."))
         sizes[label(kind)] = (sum(t.nbytes for t in state.values()), llm)
@@ -188,6 +207,7 @@ def main() -> None:
         memories = {label(kind): memory(folder, kind, args.threads) for kind in KINDS}
         models = {label(kind): load_model(folder, quantize=kind, merge_lora=True) for kind in KINDS}
     rates = decode_rates(models, args.rounds, args.new_tokens)
+    towers = tower_figures(models, args.rounds)
     scaled_agreement = text_agreement(models, args.new_tokens)
     del models
     images = [render_scene(seed, 256)[0] for seed in range(args.scenes)]
@@ -210,6 +230,9 @@ def main() -> None:
     )
     for name, rate in rates.items():
         print(f"  {name:8} {rate:6.2f} tokens/s ({rate / rates['bfloat16']:.2f}x)")
+    print(f"vision tower ({args.vision_blocks} EVA-g blocks, one image), best of {args.rounds} interleaved rounds")
+    for name, (seconds, error) in towers.items():
+        print(f"  {name:8} {seconds:6.3f} s ({seconds / towers['bfloat16'][0]:.2f}x)   feature error {error:.2%}")
     for reference, title, table, count in (
         ("bfloat16", "greedy text continuations of the scaled model (random weights)", scaled_agreement,
          len(PROMPTS)),
@@ -220,7 +243,10 @@ def main() -> None:
         for name, (identical, top1) in table.items():
             print(f"  {name:8} identical {identical:6.1%} ({round(identical * count)}/{count})   "
                   f"next-token top-1 along {reference}'s tokens {top1:6.1%}")  # fmt: skip
-    print("skyeyegpt-7b weights (meta device; the LLM's Linear layers quantized but lm_head, the rest in bfloat16)")
+    print(
+        "skyeyegpt-7b weights (meta device; the LLM's Linear layers but lm_head quantized, the tower's to int8, "
+        "the rest in bfloat16)"
+    )
     full = preset_7b_bytes()
     for name, (total, llm) in full.items():
         ratio = total / full["bfloat16"][0]

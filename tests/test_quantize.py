@@ -1,4 +1,4 @@
-"""Weight-only int8 / int4 quantization of the LLM (`load_model(quantize=...)`, `--quantize`)."""
+"""Weight-only int8 / int4 quantization of the LLM and the vision tower (`load_model(quantize=...)`, `--quantize`)."""
 
 import dataclasses
 
@@ -12,7 +12,7 @@ import skyeye.model.loading
 from skyeye.cli import build_parser, main
 from skyeye.model.checkpoint import CheckpointError
 from skyeye.model.loading import load_model
-from skyeye.model.quantize import Int4Linear, Int8Linear, check_quantization, quantize_llm
+from skyeye.model.quantize import Int4Linear, Int8Linear, check_quantization, quantize_model
 
 from conftest import small_config
 
@@ -84,7 +84,10 @@ def test_a_quantized_load_keeps_the_logits_and_stores_the_llm_layers_as_integers
     float_bytes = sum(m.in_features * m.out_features * 4 for m in linears)
     integer_bytes = sum(m.weight.untyped_storage().nbytes() for m in linears)
     assert integer_bytes == float_bytes * BITS[kind] // 32
-    # The output layer, the embeddings and the vision side keep the model's dtype.
+    # The vision tower's Linear layers take int8 whatever the LLM's kind; the output layer, the embeddings and
+    # the alignment layer keep the model's dtype.
+    tower_layers = [m for m in quantized.visual_encoder.modules() if isinstance(m, (nn.Linear, Int8Linear))]
+    assert tower_layers and all(isinstance(module, Int8Linear) for module in tower_layers)
     assert quantized.llama_model.get_output_embeddings().weight.dtype == torch.float32
     assert quantized.llama_model.get_input_embeddings().weight.dtype == torch.float32
     assert quantized.llama_proj.weight.dtype == torch.float32
@@ -95,7 +98,7 @@ def test_int4_keeps_the_layers_its_kernel_cannot_take_and_says_how_many(tokenize
 
     cfg = small_config()
     cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, intermediate_size=48))  # 48 inputs: no group
-    model = quantize_llm(SkyEye(cfg, tokenizer).eval(), "int4")
+    model = quantize_model(SkyEye(cfg, tokenizer).eval(), "int4")
     kept = [layer.mlp.down_proj for layer in model.llama_model.model.layers]
     assert all(type(linear) is nn.Linear for linear in kept)
     assert isinstance(model.llama_model.model.layers[0].mlp.up_proj, Int4Linear)
@@ -103,7 +106,7 @@ def test_int4_keeps_the_layers_its_kernel_cannot_take_and_says_how_many(tokenize
 
 
 def test_a_quantized_model_refuses_to_train_or_to_be_saved(small_model, tmp_path):
-    model = quantize_llm(small_model, "int8")
+    model = quantize_model(small_model, "int8")
     with pytest.raises(ValueError, match="quantized to int8 for inference and cannot train"):
         model.train()
     with pytest.raises(CheckpointError, match="quantized to int8 for inference"):

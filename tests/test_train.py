@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from skyeye.data.record import Record
 from skyeye.data.shards import ShardWriter
@@ -80,6 +80,16 @@ def test_config_errors_name_the_field(tmp_path):
     assert (cfg.steps, cfg.optim.lr) == (7, 3e-4)
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         TrainConfig.load(path, ["steps"])
+
+
+def test_a_word_yaml_reads_as_a_boolean_gets_told_to_quote_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: tiny\ndata:\n  - records: records\nprecision: no\n")
+    quote = r'quote the word \(e.g. precision: "no"\)'
+    with pytest.raises(ConfigError, match=rf"^{path}: precision must be str, got False: .* {quote}"):
+        TrainConfig.load(path)
+    path.write_text('model: tiny\ndata:\n  - records: records\nprecision: "no"\n')
+    assert TrainConfig.load(path).precision == "no"
 
 
 def test_batch_order_is_reproducible_weighted_and_length_grouped():
@@ -181,6 +191,19 @@ def test_resume_refuses_a_checkpoint_file_that_would_run_code(tmp_path, name):
     assert "\n" not in str(error.value)
     (checkpoint / name).write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=rf"^{checkpoint / name}: not a readable torch file"):
+        state.load(checkpoint, model, optimizer, scheduler)
+
+
+def test_resume_names_a_damaged_or_misshapen_trainable_weights_file(tmp_path):
+    checkpoint, model, optimizer, scheduler = _tiny_checkpoint(tmp_path / "run")
+    weights = checkpoint / "trainable.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"^{weights}: not a readable safetensors file") as error:
+        state.load(checkpoint, model, optimizer, scheduler)
+    assert "\n" not in str(error.value)
+    save_file({"weight": torch.zeros(4, 3), "bias": torch.zeros(2)}, weights)  # the right names, one shape wrong
+    with pytest.raises(ValueError, match=rf"^{weights}: weight has shape \[4, 3\], this run's model \[2, 3\]"):
         state.load(checkpoint, model, optimizer, scheduler)
 
 

@@ -82,6 +82,11 @@ def _scalar(kind: type, value: Any, origin: str, name: str) -> Any:
             pass
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    if kind is str and isinstance(value, bool):  # the word is gone by now: yes/no/on/off/true/false all read so
+        raise ConfigError(
+            f"{origin}: {name} must be str, got {value!r}: YAML reads an unquoted no, off, yes or on as "
+            f'{str(value).lower()}; quote the word (e.g. {name}: "no")'
+        )
     raise ConfigError(f"{origin}: {name} must be {kind.__name__}, got {value!r}")
 
 

@@ -38,7 +38,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).reshape(batch, tokens, 3, self.heads, width // self.heads)
+        # A float layer takes the bias inside the product, rounded as in the original EVA code; an integer
+        # layer (skyeye.model.quantize) has no float weight to hand to F.linear.
+        qkv = F.linear(x, self.qkv.weight, bias) if isinstance(self.qkv, nn.Linear) else self.qkv(x) + bias
+        qkv = qkv.reshape(batch, tokens, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))

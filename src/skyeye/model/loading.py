@@ -117,9 +117,9 @@ def load_model(
     """`dtype` and `prompt_style` (see `skyeye.prompts`) override what the source's config says; without
     `dtype`, the config's dtype adapted to the device (`compute_dtype`). `merge_lora` adds LoRA into the
     weights for inference (see SkyEye.merge_lora); a model to train or save stays unmerged. `quantize`
-    ("int8", "int4") stores the LLM's Linear weights as integers for inference, LoRA merged first (see
-    skyeye.model.quantize)."""
-    from skyeye.model.quantize import check_quantization, quantize_llm
+    ("int8", "int4") stores the LLM's Linear weights as integers for inference (the vision tower's as int8),
+    LoRA merged first (see skyeye.model.quantize)."""
+    from skyeye.model.quantize import check_quantization, quantize_model
     from skyeye.model.release import load_release
     from skyeye.model.skyeye import SkyEye
 
@@ -158,7 +158,7 @@ def load_model(
         model.cfg.prompt_style = prompt_style
         model.cfg.validate(f"--prompt-style for {source}")
     _warn_if_emulated(model.cfg.dtype, target)
-    if quantize is not None:  # before the move: the device never holds the full-precision LLM
-        model = quantize_llm(model.eval(), quantize)
+    if quantize is not None:  # before the move: the device never holds the full-precision model
+        model = quantize_model(model.eval(), quantize)
     model = model.to(device).eval()
     return model.merge_lora() if merge_lora else model

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from skyeye import atomic
 
 LATEST = "latest"
-OPTIMIZER_FILE, SCHEDULER_FILE = "optimizer.pt", "scheduler.pt"
+TRAINABLE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE = "trainable.safetensors", "optimizer.pt", "scheduler.pt"
 # Checkpoints written before the RNG states were plain data hold numpy's as an array of numbers; rebuilding
 # one runs no code, so these numpy types (and no others) may be read too.
 NUMPY_ARRAY = [np.dtype, np.ndarray, type(np.dtype(np.uint32)),
@@ -77,7 +77,7 @@ def partial_path(folder: Path, step: int) -> Path:
 def write_partial(folder: Path, model, optimizer, scheduler, progress: Progress) -> Path:
     """The shared part of a checkpoint (rank 0 writes it); every rank then adds its RNG state."""
     partial = atomic.begin_folder(Path(folder) / "checkpoints" / f"step-{progress.step:07d}")
-    save_file(trainable_state(model), partial / "trainable.safetensors")
+    save_file(trainable_state(model), partial / TRAINABLE_FILE)
     torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), partial / SCHEDULER_FILE)
     write_progress(partial, progress)
@@ -119,20 +119,37 @@ def latest(folder: Path) -> Path | None:
 
 
 def load(checkpoint: Path, model, optimizer, scheduler, rank: int = 0) -> Progress:
-    weights = load_file(checkpoint / "trainable.safetensors")
-    expected = {name for name, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != expected:
-        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-        raise ValueError(
-            f"{checkpoint}: its trainable weights do not match this run's: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]} (was the run's `trainable` or model changed?)"
-        )
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(read_trainable(checkpoint, model), strict=False)
     optimizer.load_state_dict(load_plain(checkpoint / OPTIMIZER_FILE))
     scheduler.load_state_dict(load_plain(checkpoint / SCHEDULER_FILE))
     if rng_file(checkpoint, rank).is_file():
         load_rng(rng_file(checkpoint, rank))
     return read_progress(checkpoint)
+
+
+def read_trainable(checkpoint: Path, model) -> dict[str, torch.Tensor]:
+    """The checkpoint's trainable weights, checked against the names and shapes of `model`'s."""
+    from safetensors import SafetensorError
+
+    path = checkpoint / TRAINABLE_FILE
+    try:
+        weights = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file, truncated or damaged? ({first_line(err)})") from err
+    expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        raise ValueError(
+            f"{checkpoint}: its trainable weights do not match this run's: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (was the run's `trainable` or model changed?)"
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{path}: {name} has shape {list(tensor.shape)}, this run's model {list(expected[name].shape)} "
+                "(was the run's model changed?)"
+            )
+    return weights
 
 
 def load_rng(path: Path) -> None:
