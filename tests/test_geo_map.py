@@ -233,6 +233,21 @@ def test_a_killed_run_resumes_and_writes_the_same_layer(tmp_path):
     assert_geodataframe_equal(clean, resumed)
 
 
+def test_a_tile_row_cut_just_before_its_newline_is_kept_and_the_layer_loses_nothing(tmp_path):
+    scene = _utm_scene(tmp_path / "utm.tif")
+    _map(StandInModel(), scene, tmp_path / "clean.gpkg", batch_size=1)
+    out = tmp_path / "resumed.gpkg"
+    with pytest.raises(KeyboardInterrupt):
+        _map(StandInModel(fail_after=2), scene, out, batch_size=1)
+    log = next((tmp_path / "resumed.gpkg.parts").glob("tiles-*.jsonl"))
+    log.write_bytes(log.read_bytes().rstrip(b"\n"))  # the kill came between a row and its newline
+    model = StandInModel()
+    result = _map(model, scene, out, batch_size=1)
+    assert (result.report.resumed, result.report.cut_lines) == (2, 0)
+    assert len(model.seen) == 7 - 2
+    assert_geodataframe_equal(geopandas.read_file(tmp_path / "clean.gpkg"), geopandas.read_file(out))
+
+
 def test_bad_options_fail_before_any_tile_is_asked(tmp_path):
     scene = _utm_scene(tmp_path / "utm.tif")
     model = StandInModel()

@@ -180,6 +180,17 @@ class RunsCode:
         return os.mkdir, (str(self.marker),)
 
 
+def test_a_resumed_metrics_log_starts_a_new_line_after_a_row_cut_just_before_its_newline(tmp_path):
+    from skyeye.train import metrics_log
+
+    path = tmp_path / metrics_log.METRICS_FILE
+    path.write_text('{"step": 10, "loss": 2.0}\n{"step": 20, "loss": 1.5}')  # killed before the last newline
+    with metrics_log.open_log(tmp_path, step=20) as log:
+        log.write(json.dumps({"step": 30, "loss": 1.2}) + "\n")
+    rows, cut = metrics_log.read_log(path)
+    assert [row["step"] for row in rows] == [10, 20, 30] and not cut
+
+
 @pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng-0.pt"])
 def test_resume_refuses_a_checkpoint_file_that_would_run_code(tmp_path, name):
     checkpoint, model, optimizer, scheduler = _tiny_checkpoint(tmp_path / "run")

@@ -18,11 +18,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from skyeye import jsonl
 from skyeye.eval.record import RUN_FILE, differences, read_run, run_identity, write_run
 from skyeye.eval.suites import Item, Suite, read_items
+from skyeye.jsonl import JsonLines
 from skyeye.processes import Processes, current_processes
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -33,44 +35,16 @@ GREEDY = {"num_beams": 1, "do_sample": False}
 ROW_KEYS = ("id", "prediction", "reference")
 
 
-@dataclass
-class SavedPredictions:
-    rows: list[dict] = field(default_factory=list)
-    torn_line: int | None = None  # the number of a truncated last line (a run killed mid-write), left out
-    complete_bytes: int = 0  # the file's length without that line
-
-
-def load_predictions(path: Path) -> SavedPredictions:
+def load_predictions(path: Path) -> JsonLines:
     """The rows of a predictions file; a corrupt line is an error naming it, unless it is the last one."""
-    saved = SavedPredictions()
-    if not path.is_file():
-        return saved
-    bad: tuple[int, str] | None = None  # the first line that is not JSON, and why
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                saved.complete_bytes += len(line) if bad is None else 0
-                continue
-            if bad is not None:
-                raise ValueError(f"{path}:{bad[0]}: {bad[1]}; delete the line to resume")
-            try:
-                row = json.loads(line)
-            except ValueError as err:  # JSONDecodeError, or UnicodeDecodeError for a character cut in two
-                bad = number, f"not valid JSON ({err})"
-                continue
-            if not isinstance(row, dict) or not all(key in row for key in ROW_KEYS):
-                raise ValueError(f"{path}:{number}: not a prediction (a JSON object with {', '.join(ROW_KEYS)})")
-            saved.rows.append(row)
-            saved.complete_bytes += len(line)
-    saved.torn_line = bad[0] if bad else None
-    return saved
+    return jsonl.read(path, f"a prediction (a JSON object with {', '.join(ROW_KEYS)})", ROW_KEYS)
 
 
 def read_predictions(path: Path) -> list[dict]:
     """The saved rows, for scoring; a truncated last line is left out, and said so."""
     saved = load_predictions(path)
-    if saved.torn_line is not None:
-        say(f"{path}:{saved.torn_line}: truncated last line (a run killed mid-write) left out")
+    if saved.cut_line is not None:
+        say(f"{path}:{saved.cut_line}: truncated last line (a run killed mid-write) left out")
     return saved.rows
 
 
@@ -97,7 +71,7 @@ def resume(out: Path, run: dict, restart: bool = False, order: dict[str, int] | 
             part.unlink()
     saved = load_predictions(path)
     if part_files(out):
-        _drop_torn_line(path, saved)  # before the parts' rows are appended after it
+        _settle(path, saved)  # before the parts' rows are appended after it
         merge_parts(out, order or {})
         saved = load_predictions(path)
     if saved.rows:
@@ -112,20 +86,18 @@ def resume(out: Path, run: dict, restart: bool = False, order: dict[str, int] | 
                 f"{out}: its {len(saved.rows):,} predictions come from another run ({'; '.join(changed)}); "
                 "pass --restart to discard them, or choose another --out"
             )
-    _drop_torn_line(path, saved)
+    _settle(path, saved)
     if not saved.rows:
         write_run(out, run)
         return {}
-    _end_with_newline(path)
     say(f"resuming: {len(saved.rows):,} of {run['items']['count']:,} items already answered in {path}")
     return {row["id"]: row for row in saved.rows}
 
 
-def _drop_torn_line(path: Path, saved: SavedPredictions) -> None:
-    if saved.torn_line is not None:
-        os.truncate(path, saved.complete_bytes)
-        say(f"{path}:{saved.torn_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
-        saved.torn_line = None
+def _settle(path: Path, saved: JsonLines) -> None:
+    if jsonl.settle(path):
+        say(f"{path}:{saved.cut_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
+        saved.cut_line = None
 
 
 def part_files(out: Path) -> list[Path]:
@@ -141,24 +113,13 @@ def merge_parts(out: Path, order: dict[str, int]) -> None:
     for part in parts:
         rows += read_predictions(part)
     rows.sort(key=lambda row: order.get(row["id"], len(order)))
-    if path.is_file():
-        _end_with_newline(path)
+    jsonl.settle(path)
     with path.open("a") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         handle.flush()
         os.fsync(handle.fileno())  # the parts go only once their rows are safely in the merged file
     for part in parts:
         part.unlink()
-
-
-def _end_with_newline(path: Path) -> None:
-    """A last line cut just before its newline still parses: end it, so that the next row starts a line."""
-    if path.stat().st_size == 0:
-        return
-    with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) != b"\n":
-            handle.write(b"\n")
 
 
 def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: dict, batch_size: int,

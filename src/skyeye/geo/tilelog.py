@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import IO
 
+from skyeye import jsonl
+
 RUN_FILE = "run.json"
 
 
@@ -60,18 +62,9 @@ class TileLog:
         done: dict[tuple[int, int], dict] = {}
         self.cut_lines = 0
         for path in sorted(self.folder.glob("tiles-*.jsonl")):
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        if not line.endswith("\n"):  # the last line, cut short by a kill
-                            self.cut_lines += 1
-                            continue
-                        raise ValueError(f"{path}:{number}: not valid JSON ({err}); delete the line to resume") from err
-                    done[(row["scene"], row["tile"])] = row
+            saved = jsonl.read(path, "a tile (a JSON object with scene and tile)", ("scene", "tile"))
+            self.cut_lines += saved.cut_line is not None
+            done.update(((row["scene"], row["tile"]), row) for row in saved.rows)
         return done
 
     def append(self, rows: list[dict]) -> None:
@@ -82,7 +75,7 @@ class TileLog:
             return
         if self._handle is None:
             path = self.folder / f"tiles-{self.process}.jsonl"
-            _drop_cut_line(path)
+            jsonl.settle(path)
             self._handle = path.open("a", encoding="utf-8")
         self._handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self._handle.flush()
@@ -100,22 +93,3 @@ class TileLog:
             path.unlink()
         self.folder.rmdir()
 
-
-def _drop_cut_line(path: Path) -> None:
-    """Cut `path` back to its last newline: a line a kill left unfinished is rewritten, not continued."""
-    if not path.exists():
-        return
-    with path.open("rb+") as handle:
-        end = handle.seek(0, 2)
-        position = end
-        while position > 0:
-            step = min(4096, position)
-            position -= step
-            handle.seek(position)
-            chunk = handle.read(step)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                if position + newline + 1 < end:
-                    handle.truncate(position + newline + 1)
-                return
-        handle.truncate(0)

@@ -11,29 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from skyeye import atomic
+from skyeye import atomic, jsonl
 
 METRICS_FILE = "metrics.jsonl"
 
 
 def read_log(path: Path) -> tuple[list[dict], bool]:
     """The logged rows, and whether a truncated last line was left out; any other bad line is an error."""
-    lines = Path(path).read_text().splitlines()
-    rows, torn = [], False
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number < len(lines):
-                raise ValueError(f"{path}:{number}: not valid JSON: {err}") from err
-            torn = True
-            continue
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: not a JSON object")
-        rows.append(row)
-    return rows, torn
+    saved = jsonl.read(Path(path))
+    return saved.rows, saved.cut_line is not None
 
 
 def open_log(out: Path, step: int):
@@ -48,4 +34,5 @@ def open_log(out: Path, step: int):
             truncated = " and a truncated last line" if torn else ""
             print(f"{path}: dropped {len(rows) - len(kept)} rows after step {step}{truncated} (logged after the "
                   "checkpoint this run starts from)", file=sys.stderr)  # fmt: skip
+    jsonl.settle(path)
     return path.open("a")
