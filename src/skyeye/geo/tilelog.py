@@ -92,4 +92,3 @@ class TileLog:
         for path in self.folder.iterdir():
             path.unlink()
         self.folder.rmdir()
-

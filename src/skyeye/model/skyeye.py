@@ -46,6 +46,25 @@ def llama_config(cfg: SkyEyeConfig):
     )
 
 
+def _with_plain_strides(module, args: tuple) -> tuple | None:
+    """The output layer's input laid out as a fresh tensor. `generate` hands it the last position of each row, a
+    view whose strides skip the rest of the row; PyTorch's matmul then treats it as a batch of matrices and
+    copies the whole transposed weight for every row: 5.8 s instead of 15 ms for LLaMA-7B's output layer at
+    batch 4 in bfloat16 on a CPU, once per answer."""
+    hidden = args[0]
+    if hidden.dim() < 3 or hidden.stride() == _plain_strides(hidden.shape):
+        return None
+    return (hidden.clone(memory_format=torch.contiguous_format), *args[1:])
+
+
+def _plain_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 class SkyEye(nn.Module):
     def __init__(self, cfg: SkyEyeConfig, tokenizer=None, vision_tower: nn.Module | None = None, llm=None):
         """Builds every part from `cfg`; `vision_tower` / `llm` pass in parts already loaded with weights."""
@@ -68,7 +87,9 @@ class SkyEye(nn.Module):
         self.set_trainable(cfg.trainable)
         # Where each part's weights were read from (loaders fill it in), to name the file a bad tensor came from.
         self.weight_files: dict[str, str] = {}
-        self._output_check = self.llama_model.get_output_embeddings().register_forward_hook(self._check_output)
+        output_layer = self.llama_model.get_output_embeddings()
+        output_layer.register_forward_pre_hook(_with_plain_strides)
+        self._output_check = output_layer.register_forward_hook(self._check_output)
 
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
