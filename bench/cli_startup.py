@@ -1,8 +1,9 @@
 """Wall time of a whole `skyeye ask` (start, load the bundled model, answer, exit) against floors.
 
 Floors, each a fresh interpreter: `import torch, transformers` (the issue's floor; transformers imports
-its modelling code lazily) and the libraries a model needs (`torch`, transformers' LLaMA, peft), which
-no SkyEye command can go below. Runs are interleaved and the best of --rounds counts (the least disturbed
+its modelling code lazily), then transformers' LLaMA model, which every SkyEye model is built on (the
+bundled model has no LoRA, so peft is not imported), and with peft, which a LoRA checkpoint needs: no
+SkyEye command can go below those. Runs are interleaved and the best of --rounds counts (the least disturbed
 on a shared machine). Target for the first ratio: <= 1.0.
 
     python bench/cli_startup.py [--rounds 3]
@@ -38,6 +39,7 @@ def main() -> None:
         commands = {
             "skyeye ask": [sys.executable, *ask],
             "import torch, transformers": [sys.executable, "-c", "import torch, transformers"],
+            "+ LLaMA": [sys.executable, "-c", "import torch; from transformers import LlamaForCausalLM"],
             "+ LLaMA, peft": [sys.executable, "-c", "import torch, peft; from transformers import LlamaForCausalLM"],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
