@@ -173,17 +173,19 @@ def answer_agreement(models: dict, images: list, tokens: int) -> dict[str, tuple
 def preset_7b_bytes() -> dict[str, tuple[int, int]]:
     """name -> (all weight bytes, LLM weight bytes) of skyeyegpt-7b in bfloat16 and quantized (meta device)."""
     from skyeye.model.config import load_preset
-    from skyeye.model.quantize import quantize_model
+    from skyeye.model.quantize import _replace_linears, quantize_model
     from skyeye.model.skyeye import SkyEye
 
     sizes = {}
-    for kind in KINDS:
+    for kind, tower in [(None, False)] + [(kind, tower) for kind in KINDS[1:] for tower in (False, True)]:
         with torch.device("meta"):
             model = SkyEye(load_preset("skyeyegpt-7b")).to_dtype(torch.bfloat16).eval()
-            model = quantize_model(model, kind) if kind is not None else model.merge_lora()
+            model = quantize_model(model, kind) if kind is not None else model.merge_lora()  # the meta tower stays
+            if tower:
+                _replace_linears(model.visual_encoder, "int8")  # as on a CPU without bfloat16 instructions
         state = model.state_dict()
         llm = sum(t.nbytes for name, t in state.items() if name.startswith("llama_model."))
-        sizes[label(kind)] = (sum(t.nbytes for t in state.values()), llm)
+        sizes[label(kind) + (" + int8 tower" if tower else "")] = (sum(t.nbytes for t in state.values()), llm)
     return sizes
 
 
@@ -244,13 +246,13 @@ def main() -> None:
             print(f"  {name:8} identical {identical:6.1%} ({round(identical * count)}/{count})   "
                   f"next-token top-1 along {reference}'s tokens {top1:6.1%}")  # fmt: skip
     print(
-        "skyeyegpt-7b weights (meta device; the LLM's Linear layers but lm_head quantized, the tower's to int8, "
-        "the rest in bfloat16)"
+        "skyeyegpt-7b weights (meta device; the LLM's Linear layers but lm_head quantized, the tower's to int8 "
+        "only on a CPU without bfloat16 instructions, the rest in bfloat16)"
     )
     full = preset_7b_bytes()
     for name, (total, llm) in full.items():
         ratio = total / full["bfloat16"][0]
-        print(f"  {name:8} {total / gib:6.2f} GiB in all ({ratio:.2f}x), LLM {llm / gib:5.2f} GiB")
+        print(f"  {name:21} {total / gib:6.2f} GiB in all ({ratio:.2f}x), LLM {llm / gib:5.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Weight-only int8 and int4 quantization of the Linear layers, for inference (`load_model(quantize=...)`,
 `skyeye ask --quantize int8`): the 7B LLM's weights take 6.7 GB in int8 and 3.6 GB in int4 instead of 13.5 GB,
-and the EVA-g tower's 1.0 GB instead of 2.0 GB.
+and on a CPU without bfloat16 instructions the EVA-g tower's 1.0 GB instead of 2.0 GB.
 
 int8 keeps one scale per output row (symmetric); int4 one scale and zero point per group of up to 128 inputs.
 The products run on PyTorch's own CPU kernels for these layouts (`aten._weight_int8pack_mm`,
@@ -12,10 +12,9 @@ leaves fusing that to torch.compile) and 216 ms with bitsandbytes 0.50's nf4 on 
 
 The embeddings and the output layer (lm_head) keep the model's dtype: 4% of the 7B LLM's weights, and the
 output layer's errors would go straight into every token's choice. The vision tower's Linear layers take int8
-with either kind: 4-bit weights without calibration lose more in a ViT, whose outliers every visual token
-carries, and its int8 half is what brings the 7B model under 8 GiB; at a whole image's 1,025 tokens the int8
-kernel is also faster than bfloat16 on CPU (bench/int8.py). The alignment layer (one layer, trained) is not
-touched. LoRA is merged first: an update cannot be added to integer weights afterwards.
+(with either kind: 4-bit weights without calibration lose more in a ViT, whose outliers every visual token
+carries) only where that is also faster, see `tower_takes_int8`. The alignment layer (one layer, trained) is
+not touched. LoRA is merged first: an update cannot be added to integer weights afterwards.
 """
 
 from __future__ import annotations
@@ -135,19 +134,30 @@ class Int4Linear(QuantizedLinear):
 
 
 def quantize_model(model, kind: str):
-    """Merges LoRA, then replaces the LLM's Linear layers (but the output layer) by `kind` ones and the vision
-    tower's by int8 ones; in place. LLM layers whose shapes the int4 kernel does not take stay as they were;
-    their count is logged."""
+    """Merges LoRA, then replaces the LLM's Linear layers (but the output layer) by `kind` ones, and the vision
+    tower's by int8 ones where `tower_takes_int8`; in place. LLM layers whose shapes the int4 kernel does not
+    take stay as they were; their count is logged."""
     check_quantization(kind, model.device)
     model.merge_lora()
     llm = model.llama_model
     with torch.no_grad():
         kept, total = _replace_linears(llm, kind, skip=llm.get_output_embeddings())
-        _replace_linears(model.visual_encoder, "int8")
+        if tower_takes_int8(model.device):
+            _replace_linears(model.visual_encoder, "int8")
     if kept:
         log.warning("%s: %d of %d LLM Linear layers kept in %s (the int4 kernel needs inputs divisible by 32 and "
                     "outputs by 16)", model.cfg.name, kept, total, model.dtype)  # fmt: skip
     return model
+
+
+def tower_takes_int8(device: torch.device) -> bool:
+    """Whether the vision tower is quantized too: only on a CPU without bfloat16 instructions. A whole image's
+    1,025 tokens make its products compute-bound: there the int8 kernel ran two EVA-g blocks 2.4x faster than
+    bfloat16, while on a CPU with AMX it was 4.9x slower (bench/int8.py), and on a GPU int8 converts each layer
+    back as it runs. The LLM, read once per generated token, is quantized everywhere."""
+    from skyeye.model.loading import cpu_computes_bfloat16
+
+    return device.type == "cpu" and not cpu_computes_bfloat16()
 
 
 def _replace_linears(parent: nn.Module, kind: str, skip: nn.Module | None = None) -> tuple[int, int]:
