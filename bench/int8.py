@@ -5,8 +5,9 @@ checkpoint folder (the 7B preset's dtype, which a CPU runs as bfloat16) and load
 quantize=None | "int8" | "int4")`, as `skyeye ask --quantize` does. Prints, as ratios to bfloat16 measured
 in the same run:
 - memory of a fresh process loading the folder: the weights' bytes, RSS after the load, peak RSS of the load;
-- the vision tower (EVA-g blocks at 448 px, 1,025 tokens; int8 with either kind): seconds per image, best
-  of interleaved rounds, and the relative error of its features against bfloat16's;
+- the vision tower (EVA-g blocks at 448 px, 1,025 tokens; int8 with either kind, but only on a CPU without
+  bfloat16 instructions, see `tower_takes_int8`): seconds per image, best of interleaved rounds, and the
+  relative error of its features against bfloat16's;
 - decode tokens/s at batch 1: (time to generate 1 + N tokens - time to generate 1) / N from a short text
   prompt (the vision tower and a 256-token image prefill would cost the same in every form), best of
   interleaved rounds;
@@ -173,7 +174,7 @@ def answer_agreement(models: dict, images: list, tokens: int) -> dict[str, tuple
 def preset_7b_bytes() -> dict[str, tuple[int, int]]:
     """name -> (all weight bytes, LLM weight bytes) of skyeyegpt-7b in bfloat16 and quantized (meta device)."""
     from skyeye.model.config import load_preset
-    from skyeye.model.quantize import _replace_linears, quantize_model
+    from skyeye.model.quantize import quantize_model, quantize_tower
     from skyeye.model.skyeye import SkyEye
 
     sizes = {}
@@ -182,7 +183,7 @@ def preset_7b_bytes() -> dict[str, tuple[int, int]]:
             model = SkyEye(load_preset("skyeyegpt-7b")).to_dtype(torch.bfloat16).eval()
             model = quantize_model(model, kind) if kind is not None else model.merge_lora()  # the meta tower stays
             if tower:
-                _replace_linears(model.visual_encoder, "int8")  # as on a CPU without bfloat16 instructions
+                quantize_tower(model)  # as on a CPU without bfloat16 instructions
         state = model.state_dict()
         llm = sum(t.nbytes for name, t in state.items() if name.startswith("llama_model."))
         sizes[label(kind) + (" + int8 tower" if tower else "")] = (sum(t.nbytes for t in state.values()), llm)

@@ -211,14 +211,20 @@ def test_gcp_only_raster_is_georeferenced_through_its_control_points(tmp_path):
     _assert_ring(layer.geometry[0].exterior.coords, _corners(UTM_TRANSFORM, (10, 20, 30, 40)))
 
 
-def test_a_killed_run_resumes_and_writes_the_same_layer(tmp_path):
+def _killed_run(tmp_path, fail_after: int, batch_size: int):
+    """A clean layer (clean.gpkg) and a run of the same scene killed after `fail_after` batches: (scene, the
+    killed run's layer, its tile log)."""
     scene = _utm_scene(tmp_path / "utm.tif")
-    _map(StandInModel(), scene, tmp_path / "clean.gpkg", batch_size=2)
+    _map(StandInModel(), scene, tmp_path / "clean.gpkg", batch_size=batch_size)
     out = tmp_path / "resumed.gpkg"
     with pytest.raises(KeyboardInterrupt):
-        _map(StandInModel(fail_after=1), scene, out, batch_size=2)
+        _map(StandInModel(fail_after=fail_after), scene, out, batch_size=batch_size)
     assert not out.exists()
-    log = next((tmp_path / "resumed.gpkg.parts").glob("tiles-*.jsonl"))
+    return scene, out, next((tmp_path / "resumed.gpkg.parts").glob("tiles-*.jsonl"))
+
+
+def test_a_killed_run_resumes_and_writes_the_same_layer(tmp_path):
+    scene, out, log = _killed_run(tmp_path, fail_after=1, batch_size=2)
     assert len(log.read_text().splitlines()) == 2
     with log.open("a") as handle:
         handle.write('{"scene": 0, "tile": 8, "ans')  # a line the kill cut short
@@ -234,12 +240,7 @@ def test_a_killed_run_resumes_and_writes_the_same_layer(tmp_path):
 
 
 def test_a_tile_row_cut_just_before_its_newline_is_kept_and_the_layer_loses_nothing(tmp_path):
-    scene = _utm_scene(tmp_path / "utm.tif")
-    _map(StandInModel(), scene, tmp_path / "clean.gpkg", batch_size=1)
-    out = tmp_path / "resumed.gpkg"
-    with pytest.raises(KeyboardInterrupt):
-        _map(StandInModel(fail_after=2), scene, out, batch_size=1)
-    log = next((tmp_path / "resumed.gpkg.parts").glob("tiles-*.jsonl"))
+    scene, out, log = _killed_run(tmp_path, fail_after=2, batch_size=1)
     log.write_bytes(log.read_bytes().rstrip(b"\n"))  # the kill came between a row and its newline
     model = StandInModel()
     result = _map(model, scene, out, batch_size=1)

@@ -24,7 +24,6 @@ from pathlib import Path
 from skyeye import jsonl
 from skyeye.eval.record import RUN_FILE, differences, read_run, run_identity, write_run
 from skyeye.eval.suites import Item, Suite, read_items
-from skyeye.jsonl import JsonLines
 from skyeye.processes import Processes, current_processes
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -35,7 +34,7 @@ GREEDY = {"num_beams": 1, "do_sample": False}
 ROW_KEYS = ("id", "prediction", "reference")
 
 
-def load_predictions(path: Path) -> JsonLines:
+def load_predictions(path: Path) -> jsonl.JsonLines:
     """The rows of a predictions file; a corrupt line is an error naming it, unless it is the last one."""
     return jsonl.read(path, f"a prediction (a JSON object with {', '.join(ROW_KEYS)})", ROW_KEYS)
 
@@ -94,7 +93,7 @@ def resume(out: Path, run: dict, restart: bool = False, order: dict[str, int] | 
     return {row["id"]: row for row in saved.rows}
 
 
-def _settle(path: Path, saved: JsonLines) -> None:
+def _settle(path: Path, saved: jsonl.JsonLines) -> None:
     if jsonl.settle(path):
         say(f"{path}:{saved.cut_line}: dropped 1 truncated last line (a run killed mid-write); asking its item again")
         saved.cut_line = None

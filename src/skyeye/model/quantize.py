@@ -142,8 +142,8 @@ def quantize_model(model, kind: str):
     llm = model.llama_model
     with torch.no_grad():
         kept, total = _replace_linears(llm, kind, skip=llm.get_output_embeddings())
-        if tower_takes_int8(model.device):
-            _replace_linears(model.visual_encoder, "int8")
+    if tower_takes_int8(model.device):
+        quantize_tower(model)
     if kept:
         log.warning("%s: %d of %d LLM Linear layers kept in %s (the int4 kernel needs inputs divisible by 32 and "
                     "outputs by 16)", model.cfg.name, kept, total, model.dtype)  # fmt: skip
@@ -158,6 +158,14 @@ def tower_takes_int8(device: torch.device) -> bool:
     from skyeye.model.loading import cpu_computes_bfloat16
 
     return device.type == "cpu" and not cpu_computes_bfloat16()
+
+
+def quantize_tower(model):
+    """Replaces the vision tower's Linear layers by int8 ones, in place (`quantize_model` does so where
+    `tower_takes_int8`)."""
+    with torch.no_grad():
+        _replace_linears(model.visual_encoder, "int8")
+    return model
 
 
 def _replace_linears(parent: nn.Module, kind: str, skip: nn.Module | None = None) -> tuple[int, int]:
