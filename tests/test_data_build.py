@@ -8,7 +8,7 @@ import pytest
 from skyeye.boxes import find_boxes, parse_boxes, pixel_to_grid
 from skyeye.data.build import Builder
 from skyeye.data.commands import recipe_path
-from skyeye.data.instructions import make_record
+from skyeye.data.instructions import ANOTHER_CAPTION, CAPTION, GENERAL, make_record
 from skyeye.data.recipe import Recipe, RecipeError, bundled_recipes
 from skyeye.data.record import Record, RecordError
 from skyeye.data.shards import ShardWriter, iter_records
@@ -96,6 +96,15 @@ def test_conversations_mix_tasks_and_are_reproducible():
     assert len({json.dumps(c.turns) for c in conversations}) > 10
 
 
+def test_a_conversation_opens_with_the_description_that_its_later_turns_refer_to():
+    example = _regions(captions=["two planes and a tank.", "an apron with planes"])
+    openings = {*GENERAL, *(f"[caption] {question}" for question in CAPTION)}
+    for seed in range(40):
+        turns = make_record(example, "conversation", seed=seed).turns
+        assert turns[0]["user"] in openings and turns[0]["assistant"] == "two planes and a tank.", turns
+        assert all(turn["user"] not in ANOTHER_CAPTION for turn in turns[:1])
+
+
 def test_unusable_examples_are_rejects_with_reasons():
     assert make_record(_regions(objects=[]), "detection").reason == "no objects"
     assert make_record(_regions(size=None), "detection").reason == "no image size"
@@ -165,16 +174,61 @@ def test_sampling_is_seeded_and_counted(fake_source, tmp_path):
     assert caption["read"] == caption["written"] + caption["sampled_out"] + sum(caption["rejected"].values())
 
 
+@pytest.fixture
+def fake_questions(monkeypatch):
+    def adapter(ctx):  # questions about images 0 and 1 of `fake_source`, and one about an image it lacks
+        for image, question, answer in ((0, "Are there trees?", "yes"), (1, "How many cars?", "3"),
+                                        (1, "Is it a lake?", "no"), (7, "Any roads?", "yes")):  # fmt: skip
+            fields = {"question": question, "answer": answer}
+            yield ctx.example(f"q{image}{question}", "vqa", [f"imgs/{image}.png"], (64, 64), fields)
+        yield ctx.reject("q-broken", "unreadable line", "line 9")
+
+    monkeypatch.setitem(ADAPTERS, "fake_questions", adapter)
+    monkeypatch.setitem(ADAPTER_OPTIONS, "fake_questions", frozenset())
+
+
+def test_follow_up_questions_about_the_same_image_join_its_conversations(fake_source, fake_questions, tmp_path):
+    (tmp_path / "root" / "fake").mkdir(parents=True)
+    captions = {"adapter": "fake", "path": "fake", "splits": ["train"], "tasks": ["caption", "conversation"]}
+    questions = {"name": "questions", "adapter": "fake_questions", "path": "fake", "splits": ["train"],
+                 "tasks": ["vqa"]}  # fmt: skip
+    recipe = Recipe.from_dict({"name": "t", "seed": 1, "sources": [
+        {"name": "plain", **captions}, {"name": "asked", **captions, "follow_ups": ["questions"]}, questions,
+    ]}, "test")  # fmt: skip
+    stats = Builder(recipe, tmp_path / "root", tmp_path / "out", progress=False).run()
+
+    counts = {name: stats["sources"][name]["tasks"] for name in ("plain", "asked", "questions")}
+    assert counts["asked"] == counts["plain"], "follow-ups change turns, not what is read, written or rejected"
+    assert counts["questions"]["vqa"]["read"] == 5 and counts["questions"]["vqa"]["written"] == 4
+    asked = {r.images[0]: r.turns for r in iter_records(tmp_path / "out") if r.source == "asked"
+             and r.task == "conversation"}  # fmt: skip
+    plain = {r.images[0]: r.turns for r in iter_records(tmp_path / "out") if r.source == "plain"
+             and r.task == "conversation"}  # fmt: skip
+    assert all("[vqa]" not in turn["user"] for turns in plain.values() for turn in turns)
+    follow_ups = {image: {(t["user"], t["assistant"]) for t in turns if t["user"].startswith("[vqa]")}
+                  for image, turns in asked.items()}  # fmt: skip
+    assert follow_ups["imgs/0.png"] <= {("[vqa] Are there trees?", "yes")}
+    assert follow_ups["imgs/1.png"] <= {("[vqa] How many cars?", "3"), ("[vqa] Is it a lake?", "no")}
+    assert any(follow_ups.values()), "seed 1 asks at least one of them"
+    assert all(not turns[0]["user"].startswith("[vqa]") for turns in asked.values()), "the description comes first"
+
+
 def test_recipe_errors_name_the_field(fake_source):
     base = {"name": "fake", "adapter": "fake", "path": "p", "splits": ["train"], "tasks": ["caption"]}
     for source, message in [({**base, "taks": 1}, r"sources\[0\]: unknown field\(s\) taks"),
                             ({**base, "adapter": "nope"}, "unknown adapter 'nope'"),
                             ({**base, "tasks": ["dance"]}, r"tasks \['dance'\]"),
-                            ({**base, "sample": {"fraction": 2}}, "fraction must be in")]:  # fmt: skip
+                            ({**base, "sample": {"fraction": 2}}, "fraction must be in"),
+                            ({**base, "follow_ups": ["nope"]}, r"sources\[0\].follow_ups: \['nope'\] must name other"),
+                            ({**base, "follow_ups": ["fake"]}, r"follow_ups: \['fake'\] must name other sources"),
+                            ]:  # fmt: skip
         with pytest.raises(RecipeError, match=message):
             Recipe.from_dict({"name": "r", "sources": [source]}, "r.yaml")
     with pytest.raises(RecipeError, match="used twice"):
         Recipe.from_dict({"name": "r", "sources": [base, base]}, "r.yaml")
+    asking = {**base, "name": "x", "follow_ups": ["fake"]}
+    with pytest.raises(RecipeError, match=r"sources\[1\].follow_ups: .* join conversations; add `conversation`"):
+        Recipe.from_dict({"name": "r", "sources": [base, asking]}, "r.yaml")
     typo = {**base, "adapter": "karpathy", "options": {"imgaes": "imgs"}}
     with pytest.raises(RecipeError, match=r"sources\[0\].options \(karpathy\): unknown field\(s\) imgaes; known: "):
         Recipe.from_dict({"name": "r", "sources": [typo]}, "r.yaml")

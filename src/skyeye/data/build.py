@@ -1,13 +1,14 @@
 """`skyeye data build`: a recipe + a data root → record shards, `stats.json`, `rejects.jsonl` and a table.
 
-Accounting: for every source, split and task, each unit read is written, rejected (with a reason, one line
-in `rejects.jsonl` naming the tasks it counts against) or sampled out by the recipe, so
-`written + rejected + sampled_out = read`. A unit is one native item (a caption, a question, an expression,
-an image's objects), except for conversations, whose unit is the image: the consecutive items whose keys
-share the part before `#` (an image's captions, `1.jpg#0`, `1.jpg#1`, ...) make one conversation, written
-or rejected once, whatever became of each caption. Adapter-level rejects (an unreadable line, a missing or
-damaged image) count against every task of the source. Every image is loaded whole once per build
-(`ImageCheck`), so a truncated one is a reject here rather than a crash in training.
+Accounting: for every source, split and task, each unit read is written, rejected (with a reason, one line in
+`rejects.jsonl` naming the tasks it counts against) or sampled out by the recipe, so `written + rejected +
+sampled_out = read`. A unit is one native item (a caption, a question, an expression, an image's objects), except
+for conversations, whose unit is the image: the consecutive items whose keys share the part before `#` (an image's
+captions, `1.jpg#0`, `1.jpg#1`, ...) make one conversation, written or rejected once, whatever became of each
+caption; a source's `follow_ups` add the questions other sources ask about the same image to its conversations
+(those questions are counted by their own source). Adapter-level rejects (an unreadable line, a missing or damaged
+image) count against every task of the source. Every image is loaded whole once per build (`ImageCheck`), so a
+truncated one is a reject here rather than a crash in training.
 
 A source whose folder is missing is reported and skipped; a recipe none of whose sources is on disk is an
 error. The output folder must not hold a previous build (its shards would mix with the new ones) unless
@@ -22,7 +23,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from skyeye.data.instructions import make_record
@@ -78,6 +79,20 @@ def _caption_group(group: list[Example]) -> Example:
                    {"objects": [], "captions": captions}, first.meta)  # fmt: skip
 
 
+def _questions_by_image(builder: Builder, spec: SourceSpec, split: str) -> dict[str, list[dict]]:
+    """The question-answer pairs of `spec`'s `vqa` examples in `split`, by image path (their rejects and other
+    kinds of example are accounted by that source's own build)."""
+    if split not in spec.splits or not (builder.root / spec.path).exists():
+        return {}
+    context = SourceContext(builder.root, spec.path, spec.name, split, dict(spec.options), builder.images)
+    questions: dict[str, list[dict]] = {}
+    for item in ADAPTERS[spec.adapter](context):
+        if isinstance(item, Example) and item.kind == "vqa" and len(item.images) == 1:
+            asked = {"question": item.fields["question"], "answer": item.fields["answer"]}
+            questions.setdefault(item.images[0], []).append(asked)
+    return questions
+
+
 def claim_output(out: Path, overwrite: bool, also: list[Path] | tuple[Path, ...] = ()) -> None:
     """Make sure `out` holds no earlier build (nor the files in `also`): refuse, or remove them when `overwrite`.
 
@@ -130,6 +145,9 @@ class Builder:
         (self.out / "stats.json").write_text(json.dumps(stats, indent=2))
         return stats
 
+    def spec(self, name: str) -> SourceSpec:
+        return next(spec for spec in self.recipe.sources if spec.name == name)
+
     def _check_sources(self) -> None:
         if any((self.root / spec.path).exists() for spec in self.recipe.sources):
             return
@@ -157,6 +175,10 @@ class _SourceBuild:
             self.report.status = "missing"
             return self.report
         for split in self.spec.splits:
+            self.follow_ups: dict[str, list[dict]] = {}
+            for name in self.spec.follow_ups:
+                for image, questions in _questions_by_image(self.builder, self.builder.spec(name), split).items():
+                    self.follow_ups.setdefault(image, []).extend(questions)
             context = SourceContext(root, self.spec.path, self.spec.name, split, dict(self.spec.options),
                                     self.builder.images)  # fmt: skip
             items = ADAPTERS[self.spec.adapter](context)
@@ -203,11 +225,14 @@ class _SourceBuild:
             count = self.counts["conversation"]
             count.read += 1
             count.rejected[rejects[0].reason] += 1
-        elif all(example.kind == "caption" for example in examples):
-            self._make(_caption_group(examples), "conversation", split)
-        else:
-            for example in examples:
-                self._make(example, "conversation", split)
+            return
+        if all(example.kind == "caption" for example in examples):
+            examples = [_caption_group(examples)]
+        for example in examples:
+            questions = self.follow_ups.get(example.images[0]) if len(example.images) == 1 else None
+            if questions:
+                example = replace(example, fields={**example.fields, "questions": questions})
+            self._make(example, "conversation", split)
 
     def _make(self, example: Example, task: str, split: str) -> None:
         count = self.counts[task]

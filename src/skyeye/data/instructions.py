@@ -17,6 +17,8 @@ Which records an example can give (the recipe picks the tasks per source):
 Conversations mix, over 2–5 turns about one image, the turns its annotations can answer: caption, counting,
 presence (yes and no), grounding of a class present exactly once, referring expression generation and
 phrase grounding; images with captions only get short caption, alternative caption and detailed description.
+Questions other sources ask about the image (the recipe's `follow_ups`) join as up to FOLLOW_UP_QUESTIONS
+turns, so a conversation can go from a description to a question about it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ SCENE_PHRASINGS = [
 ]
 SCENE_OPEN = ["What type of scene is this?", "What is the theme of this picture?", "What is this area used for?"]
 FEWEST_CLASSES = 4
+FOLLOW_UP_QUESTIONS = 2  # of an image's questions, so they do not crowd out its captions
 # Questions users ask first, with no task identifier; conversations start with them half the time.
 GENERAL = [
     "What can you tell me about this image?",
@@ -248,15 +251,19 @@ def _conversation(example: Example, rng: random.Random):
     objects = example.fields.get("objects") or []
     if not captions and not objects:
         raise Unusable("no objects or captions")
+    opening: list[dict] = []  # the description comes first: later turns ("say it differently") refer to it
     candidates: list[Callable[[], dict]] = []
     meta: dict = {}
     if captions:
         distinct = list(dict.fromkeys(captions))
         first = rng.choice(GENERAL) if rng.random() < 0.5 else tag("caption", rng.choice(CAPTION))
-        candidates.append(lambda: {"user": first, "assistant": distinct[0]})
+        opening.append({"user": first, "assistant": distinct[0]})
         if len(distinct) > 1:
             candidates.append(lambda: {"user": rng.choice(ANOTHER_CAPTION), "assistant": distinct[1]})
             candidates.append(lambda: {"user": rng.choice(DETAILED), "assistant": " ".join(_sentences(distinct))})
+    questions = example.fields.get("questions") or []
+    for asked in rng.sample(questions, min(len(questions), FOLLOW_UP_QUESTIONS)):
+        candidates.append(lambda asked=asked: {"user": tag("vqa", asked["question"]), "assistant": asked["answer"]})
     if objects and example.image_size:
         groups = _by_name(objects)
         candidates += [lambda: _count_turn(rng, groups), lambda: _presence_turn(rng, groups)]
@@ -266,10 +273,10 @@ def _conversation(example: Example, rng: random.Random):
             candidates.append(lambda: _unique_grounding_turn(example, rng, groups)[0])
         meta["objects"] = objects
     rng.shuffle(candidates)
-    count = min(len(candidates), rng.randint(2, 5))
+    count = min(len(opening) + len(candidates), rng.randint(2, 5))
     if count < 2:
         raise Unusable("too little annotation for a conversation")
-    return [make() for make in candidates[:count]], meta
+    return opening + [make() for make in candidates[: count - len(opening)]], meta
 
 
 def _sentences(captions: list[str]) -> list[str]:

@@ -11,6 +11,8 @@
         options: {images: imgs}     # adapter options
         sample: {fraction: 1.0, limit: null}   # keep a seeded fraction, and at most `limit` per split
         paper: {caption: 8400}      # the paper's record count, shown beside ours
+        follow_ups: [rsivqa-ucm]    # sources of this recipe whose questions about the same image (same path and
+                                    # split) join this source's conversations as follow-up turns
 
 Unknown keys are errors naming the file and the field.
 """
@@ -48,6 +50,7 @@ class SourceSpec:
     options: dict[str, Any] = field(default_factory=dict)
     sample: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, int] = field(default_factory=dict)
+    follow_ups: list[str] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
@@ -102,6 +105,13 @@ class Recipe:
             sources.append(spec)
         if not sources:
             raise RecipeError(f"{origin}: the recipe lists no sources")
+        for number, spec in enumerate(sources):
+            where = f"{origin}: sources[{number}].follow_ups"
+            unknown = sorted(set(spec.follow_ups) - names)
+            if unknown or spec.name in spec.follow_ups:
+                raise RecipeError(f"{where}: {unknown or [spec.name]} must name other sources of this recipe")
+            if spec.follow_ups and "conversation" not in spec.tasks:
+                raise RecipeError(f"{where}: follow-up questions join conversations; add `conversation` to tasks")
         return cls(data["name"], sources, int(data.get("seed", 0)), int(data.get("records_per_shard", 50_000)))
 
 
