@@ -101,6 +101,13 @@ def test_a_killed_tower_phase_resumes_where_it_stopped(scenes, tmp_path, tokeniz
     assert all(torch.equal(v, expected[k]) for k, v in resumed.visual_encoder.state_dict().items())
     assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["tower.json", "tower.safetensors"]
 
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "damaged", kill_at=13)
+    saved = next((tmp_path / "damaged").rglob("classifier.safetensors"))
+    saved.write_bytes(saved.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=f"{saved}: not a readable safetensors file, truncated or damaged"):
+        run(tmp_path / "damaged")
+
 
 def test_augmented_views_are_seeded_crops_flips_and_quarter_turns():
     batch = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8).to(torch.uint8)

@@ -129,13 +129,8 @@ def load(checkpoint: Path, model, optimizer, scheduler, rank: int = 0) -> Progre
 
 def read_trainable(checkpoint: Path, model) -> dict[str, torch.Tensor]:
     """The checkpoint's trainable weights, checked against the names and shapes of `model`'s."""
-    from safetensors import SafetensorError
-
     path = checkpoint / TRAINABLE_FILE
-    try:
-        weights = load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file, truncated or damaged? ({first_line(err)})") from err
+    weights = read_safetensors(path)
     expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if set(weights) != set(expected):
         missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
@@ -150,6 +145,16 @@ def read_trainable(checkpoint: Path, model) -> dict[str, torch.Tensor]:
                 "(was the run's model changed?)"
             )
     return weights
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of a run folder; one that cannot be read is named in a one-line error."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file, truncated or damaged? ({first_line(err)})") from err
 
 
 def load_rng(path: Path) -> None:

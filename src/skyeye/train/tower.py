@@ -196,8 +196,6 @@ def save_phase(folder: Path, phase: dict, history: list[dict], classifier, optim
 def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, generator) -> list[dict]:
     """Restores the checkpoint in `folder` and returns the history of its epochs; [] (start afresh) without one,
     or with one of another phase (another config, seed or data)."""
-    from safetensors.torch import load_file
-
     progress_file = folder / PROGRESS_FILE
     if not progress_file.is_file():
         return []
@@ -208,7 +206,7 @@ def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, gen
     if not isinstance(saved, dict) or saved.get("phase") != phase or not isinstance(saved.get("history"), list):
         say(f"{folder}: a checkpoint of another tower phase (config, seed or data differ); starting the phase again")
         return []
-    classifier.load_state_dict(load_file(str(folder / CLASSIFIER_FILE)))
+    classifier.load_state_dict(state.read_safetensors(folder / CLASSIFIER_FILE))
     optimizer.load_state_dict(state.load_plain(folder / state.OPTIMIZER_FILE))
     schedule.load_state_dict(state.load_plain(folder / state.SCHEDULER_FILE))
     generator.set_state(state.load_plain(folder / GENERATOR_FILE))
@@ -218,12 +216,10 @@ def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, gen
 
 
 def load_pretrained_tower(model, out: Path) -> bool:
-    from safetensors.torch import load_file
-
     weights = out / WEIGHTS_FILE
     if not weights.is_file():
         return False
-    model.visual_encoder.load_state_dict(load_file(str(weights)))
+    model.visual_encoder.load_state_dict(state.read_safetensors(weights))
     return True
 
 
