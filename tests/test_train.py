@@ -214,7 +214,13 @@ def test_resume_names_a_damaged_or_misshapen_trainable_weights_file(tmp_path):
         state.load(checkpoint, model, optimizer, scheduler)
     assert "\n" not in str(error.value)
     save_file({"weight": torch.zeros(4, 3), "bias": torch.zeros(2)}, weights)  # the right names, one shape wrong
-    with pytest.raises(ValueError, match=rf"^{weights}: weight has shape \[4, 3\], this run's model \[2, 3\]"):
+    with pytest.raises(ValueError, match=rf"^{weights}: weight has shape \(4, 3\), the model expects \(2, 3\)"):
+        state.load(checkpoint, model, optimizer, scheduler)
+    save_file({"weight": torch.zeros(2, 3), "bias": torch.zeros(2, dtype=torch.int64)}, weights)
+    with pytest.raises(ValueError, match=rf"^{weights}: bias holds int64 values, the model expects floating point"):
+        state.load(checkpoint, model, optimizer, scheduler)
+    save_file({"weight": torch.zeros(2, 3), "scale": torch.zeros(2)}, weights)  # a weight of another model
+    with pytest.raises(ValueError, match=rf"(?s)^{weights}: the tensors do not match.*1 missing: bias.*scale.*changed"):
         state.load(checkpoint, model, optimizer, scheduler)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from skyeye import atomic
 
@@ -129,32 +129,23 @@ def load(checkpoint: Path, model, optimizer, scheduler, rank: int = 0) -> Progre
 
 def read_trainable(checkpoint: Path, model) -> dict[str, torch.Tensor]:
     """The checkpoint's trainable weights, checked against the names and shapes of `model`'s."""
-    path = checkpoint / TRAINABLE_FILE
-    weights = read_safetensors(path)
     expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(expected):
-        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        raise ValueError(
-            f"{checkpoint}: its trainable weights do not match this run's: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]} (was the run's `trainable` or model changed?)"
-        )
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(
-                f"{path}: {name} has shape {list(tensor.shape)}, this run's model {list(expected[name].shape)} "
-                "(was the run's model changed?)"
-            )
-    return weights
+    return read_run_weights(checkpoint / TRAINABLE_FILE, expected)
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file of a run folder; one that cannot be read is named in a one-line error."""
+def read_run_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A safetensors file of a run folder, which must hold exactly the `expected` names and shapes (the
+    checkpoint loader's checks); a damaged file or a mismatch is an error naming the file."""
     from safetensors import SafetensorError
 
+    from skyeye.model.checkpoint import CheckpointError, read_weights
+
     try:
-        return load_file(path)
+        return read_weights(path, expected)
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file, truncated or damaged? ({first_line(err)})") from err
+    except CheckpointError as err:
+        raise ValueError(f"{err}\n(was the run's `trainable` or model changed since it was saved?)") from err
 
 
 def load_rng(path: Path) -> None:

@@ -206,7 +206,7 @@ def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, gen
     if not isinstance(saved, dict) or saved.get("phase") != phase or not isinstance(saved.get("history"), list):
         say(f"{folder}: a checkpoint of another tower phase (config, seed or data differ); starting the phase again")
         return []
-    classifier.load_state_dict(state.read_safetensors(folder / CLASSIFIER_FILE))
+    classifier.load_state_dict(state.read_run_weights(folder / CLASSIFIER_FILE, classifier.state_dict()))
     optimizer.load_state_dict(state.load_plain(folder / state.OPTIMIZER_FILE))
     schedule.load_state_dict(state.load_plain(folder / state.SCHEDULER_FILE))
     generator.set_state(state.load_plain(folder / GENERATOR_FILE))
@@ -219,7 +219,7 @@ def load_pretrained_tower(model, out: Path) -> bool:
     weights = out / WEIGHTS_FILE
     if not weights.is_file():
         return False
-    model.visual_encoder.load_state_dict(state.read_safetensors(weights))
+    model.visual_encoder.load_state_dict(state.read_run_weights(weights, model.visual_encoder.state_dict()))
     return True
 
 
