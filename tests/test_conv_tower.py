@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from skyeye.model.config import SkyEyeConfig, VisionConfig
+from skyeye.model.config import VisionConfig
 from skyeye.model.conv_tower import ConvTower, stage_channels
 from skyeye.model.skyeye import SkyEye
-from skyeye.settings import ConfigError
 
 from conftest import small_config
 
@@ -24,38 +23,6 @@ def test_tokens_follow_the_grid_row_major():
     grid = tower.blocks(tower.stem(pixels))
     assert grid.shape == (2, 16, 4, 4)
     assert torch.equal(tokens[:, 1 * 4 + 2], grid[:, :, 1, 2])  # row 1, column 2
-
-
-def _cell_fit_error(tokens: torch.Tensor, rows: range, columns: range) -> float:
-    """Largest error of the best linear read-out of (row, column) from the tokens of those cells of a 32 x 32 grid."""
-    where = torch.tensor([(row, column) for row in rows for column in columns], dtype=torch.float64)
-    picked = tokens[[row * 32 + column for row in rows for column in columns]].double()
-    features = torch.cat((picked, torch.ones(len(where), 1, dtype=torch.float64)), dim=1)
-    solution = torch.linalg.lstsq(features, where).solution
-    return (features @ solution - where).abs().max().item()
-
-
-def test_with_cell_positions_each_token_tells_its_cell_even_where_the_image_is_uniform():
-    # A uniform image: without positions the tokens of cells away from the padded border are identical, so
-    # nothing downstream can tell where such a cell is; with them a linear read-out finds each one's row and column.
-    uniform = torch.full((1, 3, 256, 256), 0.3)
-    plain = ConvTower(conv_config(image_size=256)).eval()
-    placed = ConvTower(conv_config(image_size=256, cell_positions=True)).eval()
-    placed.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        without, with_positions = plain(uniform)[0], placed(uniform)[0]
-    inner = range(6, 26)
-    assert all(torch.equal(without[6 * 32 + 6], without[row * 32 + column]) for row in inner for column in inner)
-    assert _cell_fit_error(without, inner, inner) > 5
-    assert _cell_fit_error(with_positions, inner, inner) < 0.5  # rounded, the read-out names every cell
-    with torch.no_grad():  # any input size: the tower phase pretrains at a smaller one
-        assert placed(torch.randn(2, 3, 32, 32)).shape == (2, 16, 16)
-
-
-def test_cell_positions_are_refused_where_they_do_not_apply():
-    with pytest.raises(ConfigError, match="cell_positions"):
-        SkyEyeConfig(vision=VisionConfig(cell_positions=True)).validate()
-    SkyEyeConfig(vision=conv_config(cell_positions=True), merge_tokens=1).validate()
 
 
 def test_stage_channels_double_up_to_width_and_bad_shapes_are_refused():

@@ -32,10 +32,6 @@ class VisionConfig:
     norm_eps: float = 1e-6
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
-    # Conv towers only (a ViT has its own learned pos_embed): add a fixed sine-cosine code of each cell's row and
-    # column to its token. Without it a cell's place reaches the LLM only through RoPE distances, which shift
-    # with the prompt's length, so boxes stayed guesses.
-    cell_positions: bool = False
 
     @property
     def num_patches(self) -> int:
@@ -99,8 +95,6 @@ class SkyEyeConfig:
         problems = []
         if v.image_size % v.patch_size:
             problems.append(f"vision.image_size {v.image_size} is not a multiple of patch_size {v.patch_size}")
-        if v.cell_positions and (v.kind != "conv" or v.width % 4):
-            problems.append("vision.cell_positions needs a conv tower whose width is divisible by 4")
         if v.width % v.heads:
             problems.append(f"vision.width {v.width} is not divisible by vision.heads {v.heads}")
         if self.merge_tokens < 1 or v.num_patches % self.merge_tokens:

@@ -68,24 +68,7 @@ class ConvTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         grid = self.blocks(self.stem(pixels.to(self.stem[0].weight.dtype)))
-        tokens = grid.flatten(2).transpose(1, 2)
-        if self.cfg.cell_positions:
-            tokens = tokens + cell_positions(grid.shape[-2], grid.shape[-1], self.width).to(tokens)
-        return tokens
+        return grid.flatten(2).transpose(1, 2)
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return state
-
-
-def cell_positions(rows: int, columns: int, width: int, temperature: float = 10000.0) -> torch.Tensor:
-    """[rows * columns, width], row-major: sines and cosines of the column index in the first half of the
-    channels, of the row index in the second (the fixed 2-D code of MAE's ViT). Computed for any grid, so a
-    tower pretrained at a smaller input size needs no resized table."""
-    frequencies = temperature ** -(torch.arange(width // 4, dtype=torch.float32) / (width // 4))
-    row, column = torch.meshgrid(torch.arange(rows), torch.arange(columns), indexing="ij")
-
-    def code(index: torch.Tensor) -> torch.Tensor:
-        angles = index.reshape(-1, 1).float() * frequencies
-        return torch.cat((angles.sin(), angles.cos()), dim=1)
-
-    return torch.cat((code(column), code(row)), dim=1)
