@@ -175,10 +175,6 @@ class _SourceBuild:
             self.report.status = "missing"
             return self.report
         for split in self.spec.splits:
-            self.follow_ups: dict[str, list[dict]] = {}
-            for name in self.spec.follow_ups:
-                for image, questions in _questions_by_image(self.builder, self.builder.spec(name), split).items():
-                    self.follow_ups.setdefault(image, []).extend(questions)
             context = SourceContext(root, self.spec.path, self.spec.name, split, dict(self.spec.options),
                                     self.builder.images)  # fmt: skip
             items = ADAPTERS[self.spec.adapter](context)
@@ -186,16 +182,24 @@ class _SourceBuild:
                 from tqdm import tqdm
 
                 items = tqdm(items, desc=f"{self.spec.name}/{split}", unit=" items", leave=False, disable=None)
-            self._consume(split, items)
+            self._consume(split, items, self._follow_ups(split))
         return self.report
 
-    def _consume(self, split: str, items: Iterable[Example | Reject]) -> None:
+    def _follow_ups(self, split: str) -> dict[str, list[dict]]:
+        """The questions the source's `follow_ups` ask in `split`, by image path."""
+        questions: dict[str, list[dict]] = {}
+        for name in self.spec.follow_ups:
+            for image, asked in _questions_by_image(self.builder, self.builder.spec(name), split).items():
+                questions.setdefault(image, []).extend(asked)
+        return questions
+
+    def _consume(self, split: str, items: Iterable[Example | Reject], follow_ups: dict[str, list[dict]]) -> None:
         per_image = "conversation" in self.spec.tasks
         image: list[Example | Reject] = []  # the items about one image, for its conversation
         for item in items:
             if per_image:
                 if image and image_key(item.key) != image_key(image[0].key):
-                    self._converse(image, split)
+                    self._converse(image, split, follow_ups)
                     image = []
                 image.append(item)
             if isinstance(item, Reject):
@@ -208,9 +212,9 @@ class _SourceBuild:
             for task in self.per_item:
                 self._make(item, task, split)
         if image:
-            self._converse(image, split)
+            self._converse(image, split, follow_ups)
 
-    def _converse(self, items: list[Example | Reject], split: str) -> None:
+    def _converse(self, items: list[Example | Reject], split: str, follow_ups: dict[str, list[dict]]) -> None:
         """One conversation unit: an image's captions grouped, or each example that already is a whole image.
 
         The image's rejects are logged here, the first one also against the conversation when nothing about the
@@ -229,7 +233,7 @@ class _SourceBuild:
         if all(example.kind == "caption" for example in examples):
             examples = [_caption_group(examples)]
         for example in examples:
-            questions = self.follow_ups.get(example.images[0]) if len(example.images) == 1 else None
+            questions = follow_ups.get(example.images[0]) if len(example.images) == 1 else None
             if questions:
                 example = replace(example, fields={**example.fields, "questions": questions})
             self._make(example, "conversation", split)

@@ -145,7 +145,7 @@ def read_run_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str,
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file, truncated or damaged? ({first_line(err)})") from err
     except CheckpointError as err:
-        raise ValueError(f"{err}\n(was the run's `trainable` or model changed since it was saved?)") from err
+        raise ValueError(f"{err} (was the run's `trainable` or model changed since it was saved?)") from err
 
 
 def load_rng(path: Path) -> None:
