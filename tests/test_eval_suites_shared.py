@@ -27,6 +27,7 @@ from skyeye.eval.table import format_table
 from skyeye.eval.vqa import scene_accuracy
 from skyeye.model.tokenizer import bundled_path, load_tokenizer
 from skyeye.prompts import with_task
+from skyeye.settings import ConfigError
 
 from conftest import real_data, small_config
 
@@ -106,6 +107,28 @@ def test_nwpu_grounding_asks_every_unique_object_of_the_held_out_images(nwpu_roo
     assert prompts == {"[refer] the ship", "[refer] the ground track field"}
     assert all(item.reference["image_size"] == [200, 250] for item in items)
     assert len({item.id for item in items}) == len(items)
+
+
+def test_nwpu_grounding_of_repeated_classes_asks_the_objects_a_place_singles_out(nwpu_root: Path):
+    items, rejects = read_items(load_suites()["nwpu-vhr10-grounding-repeated"], nwpu_root)
+    val = adapter_keys("nwpu_vhr10", nwpu_root, "nwpu_vhr10", "val", TRAINING_SPLIT)
+    assert not rejects and {Path(item.images[0]).stem for item in items} == val
+    asked = {(item.prompt, tuple(item.reference["box"]), item.reference["class"]) for item in items}
+    # The two airplanes sit side by side at the same height and size: only left and right tell them apart.
+    assert asked == {("the leftmost airplane", (10, 10, 30, 30), "airplane"),
+                     ("the rightmost airplane", (40, 10, 60, 30), "airplane")}  # fmt: skip
+    assert len(items) == 2 * len(val) and len({item.id for item in items}) == len(items)
+
+
+def test_a_suite_asking_repeated_objects_must_be_a_grounding_suite(tmp_path: Path):
+    suites = tmp_path / "suites.yaml"
+    layout = "  layouts: [{adapter: nwpu_vhr10, path: nwpu_vhr10}]\n"
+    suites.write_text("odd:\n  metric: grounding\n  split: val\n  objects: all\n" + layout)
+    with pytest.raises(ConfigError, match=r"suites.yaml: odd.objects 'all': one of \['unique', 'repeated'\]"):
+        load_suites(suites)
+    suites.write_text("odd:\n  metric: vqa\n  split: val\n  objects: repeated\n" + layout)
+    with pytest.raises(ConfigError, match="odd.objects 'repeated'.*for grounding"):
+        load_suites(suites)
 
 
 def test_nwpu_grounding_scores_boxes_in_pixels_per_class(nwpu_root: Path, tmp_path: Path):

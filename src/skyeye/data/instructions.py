@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import NamedTuple
 
 from skyeye.boxes import format_box, format_phrase, pixel_to_grid
 from skyeye.data.record import Record
@@ -222,23 +223,30 @@ def _identify_object(example: Example, rng: random.Random):
     return [{"user": user, "assistant": obj["name"]}], {"boxes": [obj["box"]]}
 
 
-def _singled_out(groups: dict[str, list[list[float]]]) -> list[tuple[str, list[float]]]:
-    """(expression, pixel box) for every object that a phrase picks out from the others in its image."""
+class SingledOut(NamedTuple):
+    name: str  # the object's class
+    expression: str  # "the bridge", "the leftmost ship"
+    box: list[float]  # in pixels
+    alone: bool  # the only object of its class in the image
+
+
+def singled_out(objects: list[dict]) -> list[SingledOut]:
+    """Every object of `objects` ({"name", "box"} in pixels) that a phrase picks out from the others in its image."""
     found = []
-    for name, boxes in sorted(groups.items()):
+    for name, boxes in sorted(_by_name(objects).items()):
         if len(boxes) == 1:
-            found.append((f"the {name}", boxes[0]))
+            found.append(SingledOut(name, f"the {name}", boxes[0], True))
             continue
         for axis, (near, far) in enumerate(ENDS):  # x, then y; a box (x1, y1, x2, y2) spans [axis] to [axis + 2]
             first = min(boxes, key=lambda box: box[axis + 2])
             if all(first[axis + 2] <= other[axis] for other in boxes if other is not first):
-                found.append((near.format(name=name), first))
+                found.append(SingledOut(name, near.format(name=name), first, False))
             last = max(boxes, key=lambda box: box[axis])
             if all(last[axis] >= other[axis + 2] for other in boxes if other is not last):
-                found.append((far.format(name=name), last))
+                found.append(SingledOut(name, far.format(name=name), last, False))
         by_area = sorted(boxes, key=_area)
         if _area(by_area[-1]) >= LARGEST_RATIO * _area(by_area[-2]):
-            found.append((f"the largest {name}", by_area[-1]))
+            found.append(SingledOut(name, f"the largest {name}", by_area[-1], False))
     return found
 
 
@@ -246,15 +254,15 @@ def _area(box: list[float]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
-def _grounding_turn(example: Example, rng: random.Random, expression: str, box: list[float]) -> dict:
-    return {"user": tag("refer", rng.choice(REFER).format(x=expression)), "assistant": _grid(example, box)}
+def _grounding_turn(example: Example, rng: random.Random, obj: SingledOut) -> dict:
+    return {"user": tag("refer", rng.choice(REFER).format(x=obj.expression)), "assistant": _grid(example, obj.box)}
 
 
 def _region_grounding(example: Example, rng: random.Random):
-    objects = _singled_out(_by_name(_objects(example)))
+    objects = singled_out(_objects(example))
     if not objects:
         raise Unusable("no object that a phrase singles out")
-    return [([_grounding_turn(example, rng, expression, box)], {"boxes": [box]}) for expression, box in objects]
+    return [([_grounding_turn(example, rng, obj)], {"boxes": [obj.box]}) for obj in objects]
 
 
 def _count_turn(rng: random.Random, groups) -> dict:
@@ -302,9 +310,9 @@ def _conversation(example: Example, rng: random.Random):
         candidates += [lambda: _count_turn(rng, groups), lambda: _presence_turn(rng, groups)]
         candidates.append(lambda: _identify_object(example, rng)[0][0])
         candidates.append(lambda: _detection_turn(example, rng, groups)[0])
-        referable = _singled_out(groups)
+        referable = singled_out(objects)
         if referable:
-            candidates.append(lambda: _grounding_turn(example, rng, *rng.choice(referable)))
+            candidates.append(lambda: _grounding_turn(example, rng, rng.choice(referable)))
         meta["objects"] = objects
     rng.shuffle(candidates)
     count = min(len(opening) + len(candidates), rng.randint(2, 5))

@@ -3,7 +3,9 @@
 A suite turns the adapter's examples into evaluation items, each with a fixed prompt (the paper's, so runs
 compare) and the reference the metric needs. Prompts are deterministic: no instruction pool is sampled.
 Object annotations (NWPU VHR-10, the synthetic scenes) give one grounding item per object whose class occurs
-once in its image, "[refer] the {class}", scored per class too.
+once in its image, "[refer] the {class}", scored per class too; a suite with `objects: repeated` asks instead
+for the objects of repeated classes that a place or size singles out ("the leftmost ship", "the largest tank",
+the rule training's records use: `skyeye.data.instructions.singled_out`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from skyeye.data.sources.base import Example, Reject
 
 METRICS = ("captioning", "vqa", "grounding", "scene", "reg")
+OBJECTS = ("unique", "repeated")  # which annotated objects a grounding suite asks about
 RENDERING_ADAPTERS = ("synthetic",)  # they write their data under the root rather than read it there
 CAPTION_PROMPT = "Briefly describe this image."
 
@@ -37,6 +40,7 @@ class Suite:
     split: str
     layouts: list[Layout]
     dataset: str | None = None  # selects the RSVQA answer bins (rsvqa-lr counts, rsvqa-hr areas)
+    objects: str = "unique"  # grounding of annotated objects: OBJECTS
     paper: dict[str, float] = field(default_factory=dict)
 
     def layout_under(self, root: Path) -> Layout:
@@ -77,6 +81,8 @@ def load_suites(path: Path | None = None) -> dict[str, Suite]:
         suite = build(Suite, {"name": name, **(body or {})}, f"{path}: {name}")
         if suite.metric not in METRICS:
             raise ConfigError(f"{path}: {name}.metric {suite.metric!r} is not one of {list(METRICS)}")
+        if suite.objects not in OBJECTS or (suite.objects != "unique" and suite.metric != "grounding"):
+            raise ConfigError(f"{path}: {name}.objects {suite.objects!r}: one of {list(OBJECTS)}, for grounding")
         for layout in suite.layouts:
             if layout.adapter not in ADAPTERS:
                 raise ConfigError(f"{path}: {name}: unknown adapter {layout.adapter!r}")
@@ -97,6 +103,8 @@ def read_items(suite: Suite, root: Path, split: str | None = None) -> tuple[list
     examples, rejects = [], []
     for entry in ADAPTERS[layout.adapter](context):
         (rejects if isinstance(entry, Reject) else examples).append(entry)
+    if suite.metric == "grounding":
+        return _grounding_items(examples, suite.objects), rejects
     return ITEM_BUILDERS[suite.metric](examples), rejects
 
 
@@ -120,7 +128,7 @@ def _vqa_items(examples: list[Example]) -> list[Item]:
     ]  # fmt: skip
 
 
-def _grounding_items(examples: list[Example]) -> list[Item]:
+def _grounding_items(examples: list[Example], objects: str) -> list[Item]:
     items = []
     for example in examples:
         if example.kind == "grounding":
@@ -128,22 +136,22 @@ def _grounding_items(examples: list[Example]) -> list[Item]:
             reference = {"box": box, "image_size": list(example.image_size), "expression": expression}
             items.append(Item(example.key, example.images, expression, "grounding", reference))
         else:
-            items += _unique_object_items(example)
+            items += _object_items(example, alone=objects == "unique")
     return items
 
 
-def _unique_object_items(example: Example) -> list[Item]:
-    """The objects of a regions example whose class occurs exactly once in its image, each asked as "the {class}"
-    (the plain phrasing of the training records' unique-object grounding); an object of a repeated class has no
-    single right box, so it is not asked."""
-    boxes: dict[str, list] = {}
-    for obj in example.fields["objects"]:
-        boxes.setdefault(obj["name"], []).append(obj["box"])
+def _object_items(example: Example, alone: bool) -> list[Item]:
+    """The objects of a regions example that a phrase singles out, asked by that phrase: those alone in their
+    class ("the ship") or those of a repeated class ("the leftmost ship"). Other objects of a repeated class
+    have no single right box, so they are not asked."""
+    from skyeye.data.instructions import singled_out
+
     return [
-        Item(f"{example.key}#{name}", example.images, f"the {name}", "grounding",
-             {"box": found[0], "image_size": list(example.image_size), "expression": f"the {name}", "class": name})
-        for name, found in sorted(boxes.items())
-        if len(found) == 1
+        Item(f"{example.key}#{obj.expression.removeprefix('the ')}", example.images, obj.expression, "grounding",
+             {"box": obj.box, "image_size": list(example.image_size), "expression": obj.expression,
+              "class": obj.name})
+        for obj in singled_out(example.fields["objects"])
+        if obj.alone == alone
     ]  # fmt: skip
 
 
@@ -172,5 +180,4 @@ def _scene_items(examples: list[Example]) -> list[Item]:
     ]  # fmt: skip
 
 
-ITEM_BUILDERS = {"captioning": _caption_items, "vqa": _vqa_items, "grounding": _grounding_items,
-                 "scene": _scene_items, "reg": _reg_items}  # fmt: skip
+ITEM_BUILDERS = {"captioning": _caption_items, "vqa": _vqa_items, "scene": _scene_items, "reg": _reg_items}
