@@ -347,6 +347,7 @@ def _scene(example: Example, rng: random.Random):
     return [{"user": user, "assistant": label}], {"label": label}
 
 
+# (example kind, task) → builder(example, rng): (turns, meta) for one record, or a list of them for one each.
 BUILDERS = {
     ("caption", "caption"): _caption,
     ("vqa", "vqa"): _vqa,
