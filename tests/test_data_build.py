@@ -8,13 +8,12 @@ import pytest
 from skyeye.boxes import find_boxes, parse_boxes, pixel_to_grid
 from skyeye.data.build import Builder
 from skyeye.data.commands import recipe_path
-from skyeye.data.instructions import ANOTHER_CAPTION, CAPTION, GENERAL, make_records
+from skyeye.data.instructions import ANOTHER_CAPTION, CAPTION, GENERAL, make_record
 from skyeye.data.recipe import Recipe, RecipeError, bundled_recipes
 from skyeye.data.record import Record, RecordError
 from skyeye.data.shards import ShardWriter, iter_records
 from skyeye.data.sources import ADAPTERS
 from skyeye.data.sources.base import ADAPTER_OPTIONS, Example
-from skyeye.train.samples import has_direction_words
 
 from conftest import real_data
 
@@ -28,12 +27,6 @@ OBJECTS = [
 def _regions(key="img1", size=(256, 200), objects=OBJECTS, captions=()):
     return Example("fake", "train", key, "regions", [f"imgs/{key}.png"], size,
                    {"objects": list(objects), "captions": list(captions)})  # fmt: skip
-
-
-def _one(example: Example, task: str, seed: int = 0) -> Record:
-    records = make_records(example, task, seed)
-    assert isinstance(records, list) and len(records) == 1, records
-    return records[0]
 
 
 def _record(**changes) -> dict:
@@ -71,7 +64,7 @@ def test_shards_roll_over_and_stream_back_in_order(tmp_path):
 
 def test_region_records_answer_from_the_annotations():
     example = _regions()
-    detection = _one(example, "detection", seed=1)
+    detection = make_record(example, "detection", seed=1)
     found = find_boxes(detection.turns[0]["assistant"], 256, 200)
     chosen = {f.phrase for f in found}
     assert chosen in ({"planes"}, {"storage tank"})
@@ -80,8 +73,12 @@ def test_region_records_answer_from_the_annotations():
     assert [f.grid for f in found] == [pixel_to_grid(b, 256, 200) for b in expected]
     assert detection.meta["boxes"] == expected
 
+    grounding = make_record(example, "grounding", seed=1)
+    assert "the storage tank" in grounding.turns[0]["user"], "only a class present once can be referred to"
+    assert parse_boxes(grounding.turns[0]["assistant"]) == [pixel_to_grid(OBJECTS[2]["box"], 256, 200)]
+
     for seed in range(30):
-        vqa = _one(example, "vqa", seed=seed).turns[0]
+        vqa = make_record(example, "vqa", seed=seed).turns[0]
         if "many" in vqa["user"] or "Count" in vqa["user"]:
             assert vqa["assistant"] == ("2" if "planes" in vqa["user"] else "1")
         else:
@@ -89,38 +86,13 @@ def test_region_records_answer_from_the_annotations():
             assert vqa["assistant"] == ("yes" if present else "no"), vqa
 
 
-def _referred(objects: list[dict], expected: dict[str, list[float]]) -> dict[str, list[int]]:
-    """The grid box each grounding record of an image with `objects` answers, by which expected phrase it asks."""
-    records = make_records(_regions(objects=objects), "grounding", seed=1)
-    assert len(records) == len(expected), [r.turns[0]["user"] for r in records]
-    referred = {}
-    for record in records:
-        expression = next(name for name in expected if name in record.turns[0]["user"])
-        referred[expression] = parse_boxes(record.turns[0]["assistant"])
-        assert has_direction_words(record) == ("most" in expression), "a flip would swap left and right"
-    return referred
-
-
-def test_grounding_gives_a_record_for_every_object_a_phrase_singles_out():
-    side_by_side = {"the storage tank": OBJECTS[2]["box"], "the leftmost plane": OBJECTS[0]["box"],
-                    "the rightmost plane": OBJECTS[1]["box"]}  # fmt: skip
-    assert _referred(OBJECTS, side_by_side) == {x: [pixel_to_grid(box, 256, 200)] for x, box in side_by_side.items()}
-    ids = sorted(record.id for record in make_records(_regions(), "grounding"))
-    assert ids == ["fake/train/grounding/img1", "fake/train/grounding/img1#2", "fake/train/grounding/img1#3"]
-
-    ships = [[10.0, 10.0, 50.0, 40.0], [20.0, 60.0, 60.0, 90.0], [30.0, 100.0, 230.0, 190.0]]  # overlap left to right
-    stacked = {"the topmost ship": ships[0], "the bottommost ship": ships[2], "the largest ship": ships[2]}
-    found = _referred([{"name": "ship", "box": box} for box in ships], stacked)
-    assert found == {x: [pixel_to_grid(box, 256, 200)] for x, box in stacked.items()}
-
-
 def test_conversations_mix_tasks_and_are_reproducible():
     example = _regions(captions=["two planes and a tank.", "an apron with planes"])
-    conversations = [_one(example, "conversation", seed=s) for s in range(20)]
+    conversations = [make_record(example, "conversation", seed=s) for s in range(20)]
     assert all(2 <= len(c.turns) <= 5 for c in conversations)
     identifiers = {t["user"].split("]")[0] + "]" for c in conversations for t in c.turns if t["user"].startswith("[")}
     assert {"[caption]", "[vqa]", "[identify]", "[detection]", "[refer]"} <= identifiers
-    assert _one(example, "conversation", seed=3) == _one(example, "conversation", seed=3)
+    assert make_record(example, "conversation", seed=3) == make_record(example, "conversation", seed=3)
     assert len({json.dumps(c.turns) for c in conversations}) > 10
 
 
@@ -128,20 +100,19 @@ def test_a_conversation_opens_with_the_description_that_its_later_turns_refer_to
     example = _regions(captions=["two planes and a tank.", "an apron with planes"])
     openings = {*GENERAL, *(f"[caption] {question}" for question in CAPTION)}
     for seed in range(40):
-        turns = _one(example, "conversation", seed=seed).turns
+        turns = make_record(example, "conversation", seed=seed).turns
         assert turns[0]["user"] in openings and turns[0]["assistant"] == "two planes and a tank.", turns
         assert all(turn["user"] not in ANOTHER_CAPTION for turn in turns[:1])
 
 
 def test_unusable_examples_are_rejects_with_reasons():
-    assert make_records(_regions(objects=[]), "detection").reason == "no objects"
-    assert make_records(_regions(size=None), "detection").reason == "no image size"
-    overlapping = [[10.0, 20.0, 60.0, 70.0], [40.0, 40.0, 90.0, 90.0]]  # the same size
-    crowd = _regions(objects=[{"name": "plane", "box": box} for box in overlapping])
-    assert make_records(crowd, "grounding").reason == "no object that a phrase singles out"
+    assert make_record(_regions(objects=[]), "detection").reason == "no objects"
+    assert make_record(_regions(size=None), "detection").reason == "no image size"
+    crowd = _regions(objects=OBJECTS[:2])
+    assert make_record(crowd, "grounding").reason == "no object class present exactly once"
     empty = Example("fake", "train", "k", "caption", ["a.jpg"], (5, 5), {"caption": "   "})
-    assert make_records(empty, "caption").reason == "empty text"
-    assert make_records(empty, "detection").reason == "task detection not available for caption"
+    assert make_record(empty, "caption").reason == "empty text"
+    assert make_record(empty, "detection").reason == "task detection not available for caption"
 
 
 @pytest.fixture
@@ -393,7 +364,7 @@ def test_scene_records_ask_in_several_ways_over_varied_class_lists_that_hold_the
                       {"label": "class q", "classes": classes})  # fmt: skip
     users = []
     for seed in range(200):
-        record = _one(example, "scene", seed=seed)
+        record = make_record(example, "scene", seed=seed)
         assert record.turns[0]["assistant"] == "class q"
         users.append(record.turns[0]["user"])
     listed = [u for u in users if "class a" in u or "class b" in u or "class z" in u]
@@ -406,7 +377,7 @@ def test_scene_records_ask_in_several_ways_over_varied_class_lists_that_hold_the
     assert any(list(names) != sorted(names) for names in lists), "the class order never changes"
     assert any(not u.startswith("[vqa]") for u in users) and any(u.startswith("[vqa]") for u in users)
     assert any(q in u for u in users for q in SCENE_OPEN)
-    assert make_records(replace_label(example, "class unknown"), "scene").reason == "label not among the classes"
+    assert make_record(replace_label(example, "class unknown"), "scene").reason == "label not among the classes"
 
 
 def replace_label(example, label):

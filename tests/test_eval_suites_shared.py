@@ -22,7 +22,7 @@ from skyeye.data.sources.base import ADAPTERS, SourceContext
 from skyeye.data.sources.class_names import readable
 from skyeye.eval.grounding import grounding_scores
 from skyeye.eval.runner import run_suite
-from skyeye.eval.suites import load_suites, read_items
+from skyeye.eval.suites import load_suites, read_items, singled_out
 from skyeye.eval.table import format_table
 from skyeye.eval.vqa import scene_accuracy
 from skyeye.model.tokenizer import bundled_path, load_tokenizer
@@ -118,6 +118,17 @@ def test_nwpu_grounding_of_repeated_classes_asks_the_objects_a_place_singles_out
     assert asked == {("the leftmost airplane", (10, 10, 30, 30), "airplane"),
                      ("the rightmost airplane", (40, 10, 60, 30), "airplane")}  # fmt: skip
     assert len(items) == 2 * len(val) and len({item.id for item in items}) == len(items)
+
+
+def test_an_object_of_a_repeated_class_is_singled_out_only_by_a_clear_place_or_size():
+    ships = [[10.0, 10.0, 50.0, 40.0], [20.0, 60.0, 60.0, 90.0], [30.0, 100.0, 230.0, 190.0]]  # overlap left to right
+    found = {(obj.expression, tuple(obj.box)) for obj in singled_out([{"name": "ship", "box": b} for b in ships])}
+    assert found == {("the topmost ship", tuple(ships[0])), ("the bottommost ship", tuple(ships[2])),
+                     ("the largest ship", tuple(ships[2]))}  # fmt: skip
+    overlapping = [[10.0, 20.0, 60.0, 70.0], [40.0, 40.0, 90.0, 90.0]]  # the same size
+    assert singled_out([{"name": "plane", "box": box} for box in overlapping]) == []
+    alone = singled_out([{"name": "bridge", "box": [1.0, 2.0, 3.0, 4.0]}])
+    assert [(obj.expression, obj.alone) for obj in alone] == [("the bridge", True)]
 
 
 def test_a_suite_asking_repeated_objects_must_be_a_grounding_suite(tmp_path: Path):

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from skyeye.data.instructions import make_records
+from skyeye.data.instructions import make_record
 from skyeye.data.recipe import Recipe, SourceSpec
 from skyeye.data.shards import SHARD_DIR, ShardWriter
 from skyeye.data.sources import ADAPTERS
@@ -244,15 +244,14 @@ class _SourceBuild:
         if not self._sampled(example, task, split):
             count.sampled_out += 1
             return
-        result = make_records(example, task, self.builder.recipe.seed)
+        result = make_record(example, task, self.builder.recipe.seed)
         if isinstance(result, Reject):
             count.rejected[result.reason] += 1
             self._log_reject(result, [task])
             return
-        for record in result:
-            self.writer.write(f"{self.spec.name}-{split}", record)
-        count.written += len(result)
-        count.written_by_split[split] += len(result)
+        self.writer.write(f"{self.spec.name}-{split}", result)
+        count.written += 1
+        count.written_by_split[split] += 1
 
     def _sampled(self, example: Example, task: str, split: str) -> bool:
         spec = self.spec

@@ -6,20 +6,16 @@ reproducible and does not depend on the order sources are read in. Boxes in text
 
 Which records an example can give (the recipe picks the tasks per source):
 
-| example kind | tasks                                                                                         |
-|--------------|-----------------------------------------------------------------------------------------------|
-| caption      | caption (one image or video frames)                                                           |
-| vqa          | vqa                                                                                           |
-| grounding    | grounding ([refer] expression → box), identify ([identify] box → expression)                  |
-| regions      | detection, identify, grounding (per object singled out), vqa (count / presence), conversation |
-| scene        | scene                                                                                         |
-
-An object is singled out by its class when it is the only one of its class ("the bridge"), and otherwise by
-being clearly the leftmost, rightmost, topmost, bottommost or largest of its class ("the leftmost ship": its box
-lies wholly beyond the others'), so repeated classes (ships, vehicles, tanks) give grounding records too.
+| example kind | tasks                                                                    |
+|--------------|--------------------------------------------------------------------------|
+| caption      | caption (one image or video frames)                                      |
+| vqa          | vqa                                                                      |
+| grounding    | grounding ([refer] expression → box), identify ([identify] box → expression) |
+| regions      | detection, identify, grounding, vqa (counting / presence), conversation  |
+| scene        | scene                                                                    |
 
 Conversations mix, over 2–5 turns about one image, the turns its annotations can answer: caption, counting,
-presence (yes and no), grounding of an object singled out, referring expression generation and
+presence (yes and no), grounding of a class present exactly once, referring expression generation and
 phrase grounding; images with captions only get short caption, alternative caption and detailed description.
 Questions other sources ask about the image (the recipe's `follow_ups`) join as up to FOLLOW_UP_QUESTIONS
 turns, so a conversation can go from a description to a question about it.
@@ -29,7 +25,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import NamedTuple
 
 from skyeye.boxes import format_box, format_phrase, pixel_to_grid
 from skyeye.data.record import Record
@@ -94,9 +89,6 @@ SCENE_PHRASINGS = [
 ]
 SCENE_OPEN = ["What type of scene is this?", "What is the theme of this picture?", "What is this area used for?"]
 FEWEST_CLASSES = 4
-# How an object of a repeated class is named when its box lies wholly beyond the others', per axis and end.
-ENDS = (("the leftmost {name}", "the rightmost {name}"), ("the topmost {name}", "the bottommost {name}"))
-LARGEST_RATIO = 1.5  # "the largest" only where no other box of the class comes close in area
 FOLLOW_UP_QUESTIONS = 2  # of an image's questions, so they do not crowd out its captions
 # Questions users ask first, with no task identifier; conversations start with them half the time.
 GENERAL = [
@@ -129,24 +121,19 @@ class Unusable(Exception):
     """An example that cannot give a record for this task; the message is the countable reason."""
 
 
-def make_records(example: Example, task: str, seed: int = 0) -> list[Record] | Reject:
-    """The records `example` gives for `task`: one, or one per object for a per-object task (the first keeps the
-    example's id, the others add #2, #3...)."""
+def make_record(example: Example, task: str, seed: int = 0) -> Record | Reject:
     record_id = f"{example.source}/{example.split}/{task}/{example.key}"
     rng = random.Random(f"{seed}:{record_id}")
     builder = BUILDERS.get((example.kind, task))
     if builder is None:
         return Reject(example.source, example.split, example.key, f"task {task} not available for {example.kind}")
     try:
-        made = builder(example, rng)
+        turns, meta = builder(example, rng)
     except Unusable as reason:
         return Reject(example.source, example.split, example.key, str(reason))
-    each = made if isinstance(made, list) else [made]
     size = list(example.image_size) if example.image_size else None
-    ids = [record_id] + [f"{record_id}#{number}" for number in range(2, len(each) + 1)]
-    return [Record(one_id, example.source, example.split, task, example.images, size, turns,
-                   {**example.meta, **meta}).validate(one_id)
-            for one_id, (turns, meta) in zip(ids, each, strict=True)]  # fmt: skip
+    return Record(record_id, example.source, example.split, task, example.images, size, turns,
+                  {**example.meta, **meta}).validate(record_id)  # fmt: skip
 
 
 def _text(value: object) -> str:
@@ -223,46 +210,18 @@ def _identify_object(example: Example, rng: random.Random):
     return [{"user": user, "assistant": obj["name"]}], {"boxes": [obj["box"]]}
 
 
-class SingledOut(NamedTuple):
-    name: str  # the object's class
-    expression: str  # "the bridge", "the leftmost ship"
-    box: list[float]  # in pixels
-    alone: bool  # the only object of its class in the image
-
-
-def singled_out(objects: list[dict]) -> list[SingledOut]:
-    """Every object of `objects` ({"name", "box"} in pixels) that a phrase picks out from the others in its image."""
-    found = []
-    for name, boxes in sorted(_by_name(objects).items()):
-        if len(boxes) == 1:
-            found.append(SingledOut(name, f"the {name}", boxes[0], True))
-            continue
-        for axis, (near, far) in enumerate(ENDS):  # x, then y; a box (x1, y1, x2, y2) spans [axis] to [axis + 2]
-            first = min(boxes, key=lambda box: box[axis + 2])
-            if all(first[axis + 2] <= other[axis] for other in boxes if other is not first):
-                found.append(SingledOut(name, near.format(name=name), first, False))
-            last = max(boxes, key=lambda box: box[axis])
-            if all(last[axis] >= other[axis + 2] for other in boxes if other is not last):
-                found.append(SingledOut(name, far.format(name=name), last, False))
-        by_area = sorted(boxes, key=_area)
-        if _area(by_area[-1]) >= LARGEST_RATIO * _area(by_area[-2]):
-            found.append(SingledOut(name, f"the largest {name}", by_area[-1], False))
-    return found
-
-
-def _area(box: list[float]) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _grounding_turn(example: Example, rng: random.Random, obj: SingledOut) -> dict:
-    return {"user": tag("refer", rng.choice(REFER).format(x=obj.expression)), "assistant": _grid(example, obj.box)}
+def _unique_grounding_turn(example: Example, rng: random.Random, groups) -> tuple[dict, dict]:
+    unique = sorted(name for name, boxes in groups.items() if len(boxes) == 1)
+    if not unique:
+        raise Unusable("no object class present exactly once")
+    name = rng.choice(unique)
+    user = tag("refer", rng.choice(REFER).format(x=f"the {name}"))
+    return {"user": user, "assistant": _grid(example, groups[name][0])}, {"boxes": groups[name]}
 
 
 def _region_grounding(example: Example, rng: random.Random):
-    objects = singled_out(_objects(example))
-    if not objects:
-        raise Unusable("no object that a phrase singles out")
-    return [([_grounding_turn(example, rng, obj)], {"boxes": [obj.box]}) for obj in objects]
+    turn, meta = _unique_grounding_turn(example, rng, _by_name(_objects(example)))
+    return [turn], meta
 
 
 def _count_turn(rng: random.Random, groups) -> dict:
@@ -310,9 +269,8 @@ def _conversation(example: Example, rng: random.Random):
         candidates += [lambda: _count_turn(rng, groups), lambda: _presence_turn(rng, groups)]
         candidates.append(lambda: _identify_object(example, rng)[0][0])
         candidates.append(lambda: _detection_turn(example, rng, groups)[0])
-        referable = singled_out(objects)
-        if referable:
-            candidates.append(lambda: _grounding_turn(example, rng, rng.choice(referable)))
+        if any(len(b) == 1 for b in groups.values()):
+            candidates.append(lambda: _unique_grounding_turn(example, rng, groups)[0])
         meta["objects"] = objects
     rng.shuffle(candidates)
     count = min(len(opening) + len(candidates), rng.randint(2, 5))
@@ -347,7 +305,6 @@ def _scene(example: Example, rng: random.Random):
     return [{"user": user, "assistant": label}], {"label": label}
 
 
-# (example kind, task) → builder(example, rng): (turns, meta) for one record, or a list of them for one each.
 BUILDERS = {
     ("caption", "caption"): _caption,
     ("vqa", "vqa"): _vqa,

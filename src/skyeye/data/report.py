@@ -1,7 +1,5 @@
 """The build's stats as a table: per source and task, what was read, written, rejected and why,
-beside the record counts the SkyEyeGPT paper reports for that source (its training split: compare `train`).
-`read` counts examples and `written` records: a per-object task (grounding of annotated regions) writes one
-record per object it singles out, so it can write more than it read."""
+beside the record counts the SkyEyeGPT paper reports for that source (its training split: compare `train`)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ A suite turns the adapter's examples into evaluation items, each with a fixed pr
 compare) and the reference the metric needs. Prompts are deterministic: no instruction pool is sampled.
 Object annotations (NWPU VHR-10, the synthetic scenes) give one grounding item per object whose class occurs
 once in its image, "[refer] the {class}", scored per class too; a suite with `objects: repeated` asks instead
-for the objects of repeated classes that a place or size singles out ("the leftmost ship", "the largest tank",
-the rule training's records use: `skyeye.data.instructions.singled_out`).
+for the objects of repeated classes that a place or size singles out ("the leftmost ship", "the largest tank":
+`singled_out`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from skyeye.settings import ConfigError, build, read_yaml_mapping
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 METRICS = ("captioning", "vqa", "grounding", "scene", "reg")
 OBJECTS = ("unique", "repeated")  # which annotated objects a grounding suite asks about
+# How an object of a repeated class is named when its box lies wholly beyond the others', per axis and end.
+ENDS = (("the leftmost {name}", "the rightmost {name}"), ("the topmost {name}", "the bottommost {name}"))
+LARGEST_RATIO = 1.5  # "the largest" only where no other box of the class comes close in area
 RENDERING_ADAPTERS = ("synthetic",)  # they write their data under the root rather than read it there
 CAPTION_PROMPT = "Briefly describe this image."
 
@@ -144,8 +147,6 @@ def _object_items(example: Example, alone: bool) -> list[Item]:
     """The objects of a regions example that a phrase singles out, asked by that phrase: those alone in their
     class ("the ship") or those of a repeated class ("the leftmost ship"). Other objects of a repeated class
     have no single right box, so they are not asked."""
-    from skyeye.data.instructions import singled_out
-
     return [
         Item(f"{example.key}#{obj.expression.removeprefix('the ')}", example.images, obj.expression, "grounding",
              {"box": obj.box, "image_size": list(example.image_size), "expression": obj.expression,
@@ -153,6 +154,42 @@ def _object_items(example: Example, alone: bool) -> list[Item]:
         for obj in singled_out(example.fields["objects"])
         if obj.alone == alone
     ]  # fmt: skip
+
+
+class SingledOut(NamedTuple):
+    name: str  # the object's class
+    expression: str  # "the bridge", "the leftmost ship"
+    box: list[float]  # in pixels
+    alone: bool  # the only object of its class in the image
+
+
+def singled_out(objects: list[dict]) -> list[SingledOut]:
+    """Every object of `objects` ({"name", "box"} in pixels) that a phrase picks out from the others in its image:
+    the only one of its class, or the one whose box lies wholly beyond the others of its class along an axis, or
+    whose area is LARGEST_RATIO times theirs."""
+    by_name: dict[str, list[list[float]]] = {}
+    for obj in objects:
+        by_name.setdefault(obj["name"], []).append(obj["box"])
+    found = []
+    for name, boxes in sorted(by_name.items()):
+        if len(boxes) == 1:
+            found.append(SingledOut(name, f"the {name}", boxes[0], True))
+            continue
+        for axis, (near, far) in enumerate(ENDS):  # x, then y; a box (x1, y1, x2, y2) spans [axis] to [axis + 2]
+            first = min(boxes, key=lambda box: box[axis + 2])
+            if all(first[axis + 2] <= other[axis] for other in boxes if other is not first):
+                found.append(SingledOut(name, near.format(name=name), first, False))
+            last = max(boxes, key=lambda box: box[axis])
+            if all(last[axis] >= other[axis + 2] for other in boxes if other is not last):
+                found.append(SingledOut(name, far.format(name=name), last, False))
+        by_area = sorted(boxes, key=_area)
+        if _area(by_area[-1]) >= LARGEST_RATIO * _area(by_area[-2]):
+            found.append(SingledOut(name, f"the largest {name}", by_area[-1], False))
+    return found
+
+
+def _area(box: list[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _reg_items(examples: list[Example]) -> list[Item]:
