@@ -153,7 +153,8 @@ def parse_phrases(text: str) -> list[Grounded]:
     return groups
 
 
-def _area(box: Sequence[float]) -> float:
+def box_area(box: Sequence[float]) -> float:
+    """The area of a continuous (x1, y1, x2, y2) box; a reversed box has area 0."""
     x1, y1, x2, y2 = box
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
@@ -164,8 +165,8 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     # added it to small (0..1) boxes inflated every score. Boxes here are continuous coordinates.
     ax1, ay1, ax2, ay2 = a
     bx1, by1, bx2, by2 = b
-    inter = _area((max(ax1, bx1), max(ay1, by1), min(ax2, bx2), min(ay2, by2)))
-    union = _area(a) + _area(b) - inter
+    inter = box_area((max(ax1, bx1), max(ay1, by1), min(ax2, bx2), min(ay2, by2)))
+    union = box_area(a) + box_area(b) - inter
     return inter / union if union > 0 else 0.0
 
 

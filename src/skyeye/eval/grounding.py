@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from skyeye.boxes import PixelBox, grid_to_pixel, iou, parse_boxes
+from skyeye.boxes import PixelBox, box_area, grid_to_pixel, iou, parse_boxes
 
 THRESHOLDS = (0.25, 0.5, 0.75, 0.9)
 PER_CLASS_THRESHOLD = 0.5  # the headline accuracy, broken down by object class where items name theirs
@@ -30,19 +30,13 @@ def first_box_in_pixels(text: str, width: float, height: float) -> PixelBox | No
     return grid_to_pixel(boxes[0], width, height) if boxes else None
 
 
-def _area(box: Sequence[float]) -> float:
-    # Reversed boxes have area 0, as in `skyeye.boxes.iou`.
-    x1, y1, x2, y2 = box
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
 def _overlap(prediction: PixelBox | None, reference: Sequence[float]) -> tuple[float, float, float]:
     """(IoU, intersection, union); a missing prediction overlaps nothing and leaves the reference as union."""
     if prediction is None:
-        return 0.0, 0.0, _area(reference)
+        return 0.0, 0.0, box_area(reference)
     ratio = iou(prediction, reference)
     # From IoU = I / U and U = A + B - I: U = (A + B) / (1 + IoU), so IoU is defined in one place only.
-    union = (_area(prediction) + _area(reference)) / (1 + ratio)
+    union = (box_area(prediction) + box_area(reference)) / (1 + ratio)
     return ratio, ratio * union, union
 
 

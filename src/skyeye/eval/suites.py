@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from skyeye.boxes import box_area
 from skyeye.settings import ConfigError, build, read_yaml_mapping
 
 if TYPE_CHECKING:
@@ -182,14 +183,10 @@ def singled_out(objects: list[dict]) -> list[SingledOut]:
             last = max(boxes, key=lambda box: box[axis])
             if all(last[axis] >= other[axis + 2] for other in boxes if other is not last):
                 found.append(SingledOut(name, far.format(name=name), last, False))
-        by_area = sorted(boxes, key=_area)
-        if _area(by_area[-1]) >= LARGEST_RATIO * _area(by_area[-2]):
+        by_area = sorted(boxes, key=box_area)
+        if box_area(by_area[-1]) >= LARGEST_RATIO * box_area(by_area[-2]):
             found.append(SingledOut(name, f"the largest {name}", by_area[-1], False))
     return found
-
-
-def _area(box: list[float]) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _reg_items(examples: list[Example]) -> list[Item]:
