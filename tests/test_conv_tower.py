@@ -33,10 +33,9 @@ def test_stage_channels_double_up_to_width_and_bad_shapes_are_refused():
             stage_channels(conv_config(**changes))
 
 
-def _model(tokenizer, visual_positions: bool = False) -> SkyEye:
+def _model(tokenizer) -> SkyEye:
     cfg = small_config(tokenizer="bundled:tokenizer-tiny")
     cfg.vision = conv_config()
-    cfg.visual_positions = visual_positions
     return SkyEye(cfg, tokenizer)
 
 
@@ -66,25 +65,3 @@ def test_conv_model_round_trips_through_a_checkpoint_with_its_statistics(tokeniz
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.encode_images(pixels), loaded.encode_images(pixels))
-
-
-def test_visual_positions_tell_the_decoder_where_alike_cells_lie_and_train_with_the_alignment(tokenizer, tmp_path):
-    from skyeye.model.loading import load_model
-    from skyeye.model.skyeye import parameter_part
-
-    same_everywhere = torch.ones(1, 16, 16)  # tower features: one cell repeated over the grid
-    plain, placed = _model(tokenizer), _model(tokenizer, visual_positions=True)
-    with torch.no_grad():
-        unplaced = plain.project_visual(same_everywhere)[0]
-        tokens = placed.project_visual(same_everywhere)[0]
-    assert len(tokens) == placed.cfg.visual_tokens_per_image > 1
-    assert len({tuple(token.tolist()) for token in unplaced}) == 1
-    assert len({tuple(token.tolist()) for token in tokens}) == len(tokens)
-    assert parameter_part("visual_positions") == "alignment"
-    placed.set_trainable(["alignment"])
-    assert placed.visual_positions.requires_grad
-
-    placed.eval().save_pretrained(tmp_path / "ckpt")
-    loaded = load_model(tmp_path / "ckpt")
-    assert torch.equal(loaded.visual_positions, placed.visual_positions)
-    assert plain.visual_positions is None

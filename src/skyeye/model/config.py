@@ -75,10 +75,6 @@ class SkyEyeConfig:
     name: str = "custom"
     vision: VisionConfig = field(default_factory=VisionConfig)
     merge_tokens: int = 4
-    # One learned vector per visual token, added after the alignment layer. A ViT's tokens carry its position
-    # embeddings; a CNN's do not, and under RoPE the decoder reads no absolute place from a token's value:
-    # without them it has nothing to write a box from.
-    visual_positions: bool = False
     llm: LLMConfig = field(default_factory=LLMConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     trainable: list[str] = field(default_factory=lambda: ["alignment", "lora"])

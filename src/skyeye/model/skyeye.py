@@ -81,10 +81,6 @@ class SkyEye(nn.Module):
         # MiniGPT-v2 never trains ln_vision and never saves it, so it keeps its initial weight 1 / bias 0.
         self.ln_vision = nn.LayerNorm(cfg.vision.width)
         self.llama_proj = nn.Linear(cfg.vision.width * cfg.merge_tokens, cfg.llm.hidden_size)
-        positions = None
-        if cfg.visual_positions:  # the scale of the decoder's token embeddings (transformers' initializer_range)
-            positions = nn.Parameter(torch.randn(cfg.visual_tokens_per_image, cfg.llm.hidden_size) * 0.02)
-        self.register_parameter("visual_positions", positions)
         self.llama_model = llm if llm is not None else LlamaForCausalLM(llama_config(cfg))
         if cfg.lora.r:
             self._inject_lora()
@@ -206,8 +202,7 @@ class SkyEye(nn.Module):
         # Row-major groups of 4 consecutive patches (horizontal neighbours), exactly MiniGPT-v2's view.
         merged = features.reshape(batch, patches // self.cfg.merge_tokens, width * self.cfg.merge_tokens)
         # A learning alignment layer is float32 while a frozen tower may give half-precision features.
-        visual = self.llama_proj(merged.to(self.llama_proj.weight.dtype))
-        return visual if self.visual_positions is None else visual + self.visual_positions
+        return self.llama_proj(merged.to(self.llama_proj.weight.dtype))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.project_visual(self.visual_features(pixels))
@@ -305,11 +300,11 @@ class SkyEye(nn.Module):
 
 
 def parameter_part(name: str) -> str:
-    """vision (tower and ln_vision), alignment (llama_proj, visual_positions), lora (every LoRA tensor) or llm."""
+    """vision (tower and ln_vision), alignment (llama_proj), lora (every LoRA tensor) or llm."""
     if LORA_MARKER in name:
         return "lora"
     if name.startswith(("visual_encoder.", "ln_vision.")):
         return "vision"
-    if name.startswith("llama_proj.") or name == "visual_positions":
+    if name.startswith("llama_proj."):
         return "alignment"
     return "llm"
