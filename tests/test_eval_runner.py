@@ -35,6 +35,7 @@ class ScriptedModel:
     def __init__(self, answers: dict[str, str] | None = None, fail_after: int | None = None, default: str = "",
                  weights_seed: int = 0, prompt_style: str = "skyeye"):  # fmt: skip
         self.answers, self.fail_after, self.default, self.asked = answers or {}, fail_after, default, []
+        self.questions = []  # (image file name, text, task, the conversation before it) of every question
         self.cfg = small_config(prompt_style=prompt_style)
         self.tokenizer = load_tokenizer(bundled_path("tokenizer-tiny"))
         self.weights = {"w": torch.randn(8, 8, generator=torch.Generator().manual_seed(weights_seed))}
@@ -48,9 +49,13 @@ class ScriptedModel:
         self.asked += [image[0] for image in images]
         return [Said(self.answers.get(image[0].rsplit("/", 1)[-1], self.default)) for image in images]
 
-    def iter_answers(self, images, texts, tasks, batch_size, **generation):
+    def iter_answers(self, images, texts, tasks, batch_size, histories=None, **generation):
+        histories = histories or [None] * len(texts)
         for start in range(0, len(texts), batch_size):
             span = slice(start, start + batch_size)
+            asked = zip(images[span], texts[span], tasks[span], histories[span], strict=True)
+            self.questions += [(image[0].rsplit("/", 1)[-1], text, task, history)
+                               for image, text, task, history in asked]  # fmt: skip
             yield self.ask_many(images[span], texts[span], tasks[span], batch_size, **generation)
 
 
@@ -112,6 +117,29 @@ def test_an_interrupted_run_resumes_and_scores_like_the_metric(karpathy_root, tm
     assert json.loads((out / "metrics.json").read_text())["metrics"] == expected
     table = format_table(_suite(), report)
     assert f"{100 * expected['CIDEr']:.2f}" in table
+
+
+@needs_java
+def test_a_suite_with_an_opening_asks_each_item_after_the_models_own_answer_to_it(karpathy_root, tmp_path):
+    suite = Suite("tiny-chat", "captioning", "test", [Layout("karpathy", "caps")], opening="What do you see?")
+    described = {f"{i}.png": f"scene {i}" for i in range(4)}
+    model = ScriptedModel(described)
+    out = tmp_path / "out"
+    report = run_suite(model, suite, karpathy_root, out, batch_size=3, progress=False)
+
+    openings = [q for q in model.questions if q[1] == "What do you see?" and q[3] is None]
+    assert [(name, task) for name, _, task, _ in openings] == [(f"{i}.png", None) for i in range(4)]
+    items = model.questions[len(openings) :]
+    assert len(items) == 4 and all(task is None for _, _, task, _ in items), "asked as a chat user asks"
+    for name, _, _, history in items:
+        assert [(t.user, t.assistant) for t in history.turns] == [("What do you see?", described[name])]
+    rows = read_predictions(out / PREDICTIONS_FILE)
+    assert [row["opening"]["assistant"] for row in rows] == list(described.values())
+    assert report["run"]["opening"] == "What do you see?"
+
+    suite.opening = "What is this?"
+    with pytest.raises(ValueError, match="opening"):
+        run_suite(ScriptedModel(described), suite, karpathy_root, out, batch_size=3, progress=False)
 
 
 def test_vqa_tables_put_published_numbers_beside_ours_and_count_apart():

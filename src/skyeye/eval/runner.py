@@ -25,6 +25,7 @@ from skyeye import jsonl
 from skyeye.eval.record import RUN_FILE, differences, read_run, run_identity, write_run
 from skyeye.eval.suites import Item, Suite, read_items
 from skyeye.processes import Processes, current_processes
+from skyeye.prompts import Conversation
 
 PREDICTIONS_FILE = "predictions.jsonl"
 PART_FILE = "predictions.part{index}.jsonl"  # one process's answers in a run of several, until merged
@@ -147,12 +148,15 @@ def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: 
     own = path if processes.count == 1 else out / PART_FILE.format(index=processes.index)
     bar = tqdm(total=len(mine), desc=suite.name, unit=" items", disable=not progress or not processes.is_main)
     images = [[str(root / image) for image in item.images] for item in mine]
+    histories = opened(model, suite.opening, images, batch_size, **generation) if suite.opening else None
     answered = model.iter_answers(images, [i.prompt for i in mine], tasks=[i.task for i in mine],
-                                  batch_size=batch_size, **generation)  # fmt: skip
+                                  histories=histories, batch_size=batch_size, **generation)  # fmt: skip
     with own.open("a") as handle:
         for start, answers in zip(range(0, len(mine), batch_size), answered, strict=True):
-            for item, answer in zip(mine[start : start + batch_size], answers, strict=True):
+            for number, (item, answer) in enumerate(zip(mine[start : start + batch_size], answers, strict=True)):
                 row = {"suite": suite.name, **asdict(item), "prediction": answer.text, "raw_prompt": answer.prompt}
+                if histories:
+                    row["opening"] = vars(histories[start + number].turns[0])
                 done[item.id] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
@@ -165,6 +169,17 @@ def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: 
         merge_parts(out, order)
         done = {row["id"]: row for row in load_predictions(path).rows}
     return [done[item.id] for item in items]
+
+
+def opened(model, opening: str, images: list[list[str]], batch_size: int, **generation) -> list[Conversation]:
+    """For each item's images, a conversation holding `opening` and the model's own answer to it; asked once
+    per distinct image, as a chat user would ask it first."""
+    distinct = list(dict.fromkeys(tuple(paths) for paths in images))
+    asked = model.iter_answers([list(p) for p in distinct], [opening] * len(distinct), tasks=[None] * len(distinct),
+                               batch_size=batch_size, **generation)  # fmt: skip
+    answers = [answer for batch in asked for answer in batch]
+    by_images = {paths: answer.text for paths, answer in zip(distinct, answers, strict=True)}
+    return [Conversation(len(paths)).ask(opening).answer(by_images[tuple(paths)]) for paths in images]
 
 
 def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
@@ -216,6 +231,8 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
     # Every setting the answers depend on is passed explicitly, so that run.json records what was used.
     decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, **generation}
     run = run_identity(suite.name, split, limit, items, model, model_source, decoding)
+    if suite.opening:  # the items' answers depend on it, so a resumed run must have asked the same
+        run["opening"] = suite.opening
     started = time.perf_counter()
     rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, processes, **decoding)
     if rows is None:

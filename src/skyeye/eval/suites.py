@@ -6,11 +6,13 @@ Object annotations (NWPU VHR-10, the synthetic scenes) give one grounding item p
 once in its image, "[refer] the {class}", scored per class too; a suite with `objects: repeated` asks instead
 for the objects of repeated classes that a place or size singles out ("the leftmost ship", "the largest tank":
 `singled_out`).
+A suite with an `opening` asks it first about each image and keeps the model's own answer in the conversation;
+its items then follow without a task identifier, as a chat user's next question does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -45,6 +47,7 @@ class Suite:
     layouts: list[Layout]
     dataset: str | None = None  # selects the RSVQA answer bins (rsvqa-lr counts, rsvqa-hr areas)
     objects: str = "unique"  # grounding of annotated objects: OBJECTS
+    opening: str | None = None  # a first question whose (own) answer precedes every item's
     paper: dict[str, float] = field(default_factory=dict)
 
     def layout_under(self, root: Path) -> Layout:
@@ -108,8 +111,12 @@ def read_items(suite: Suite, root: Path, split: str | None = None) -> tuple[list
     for entry in ADAPTERS[layout.adapter](context):
         (rejects if isinstance(entry, Reject) else examples).append(entry)
     if suite.metric == "grounding":
-        return _grounding_items(examples, suite.objects), rejects
-    return ITEM_BUILDERS[suite.metric](examples), rejects
+        items = _grounding_items(examples, suite.objects)
+    else:
+        items = ITEM_BUILDERS[suite.metric](examples)
+    if suite.opening:
+        items = [replace(item, task=None) for item in items]
+    return items, rejects
 
 
 def _caption_items(examples: list[Example]) -> list[Item]:
