@@ -1,9 +1,10 @@
 """What produced a predictions file: `run.json` beside it, written before the first prediction.
 
 A run is the suite, split and limit, a digest of the items asked (ids, images, prompts and references: what
-the data under --data-root and the suite's prompts make), the model's fingerprint, the prompt style and the
-decoding settings. Answers are resumed only for the identical run. The model's source and name are labels,
-recorded but not compared: the same weights loaded from another folder are the same model.
+the data under --data-root and the suite's prompts make), the model's fingerprint, the prompt style, the
+decoding settings, and a suite's `opening` where it has one. Answers are resumed only for the identical run.
+The model's source and name are labels, recorded but not compared: the same weights loaded from another
+folder are the same model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ LABELS = ("model.source", "model.name")
 
 
 def run_identity(suite: str, split: str, limit: int | None, items: list[Item], model, model_source: str | None,
-                 decoding: dict) -> dict:  # fmt: skip
+                 decoding: dict, opening: str | None = None) -> dict:  # fmt: skip
     from skyeye.model.fingerprint import model_fingerprint
 
     identity = {
@@ -34,6 +35,8 @@ def run_identity(suite: str, split: str, limit: int | None, items: list[Item], m
         "prompt_style": model.cfg.prompt_style,
         "decoding": decoding,
     }
+    if opening:  # absent otherwise, so runs recorded before suites had openings still resume
+        identity["opening"] = opening
     return json.loads(json.dumps(identity))  # plain JSON values, so that it compares equal to a saved one
 
 

@@ -156,7 +156,7 @@ def predict(model, suite: Suite, items: list[Item], root: Path, out: Path, run: 
             for number, (item, answer) in enumerate(zip(mine[start : start + batch_size], answers, strict=True)):
                 row = {"suite": suite.name, **asdict(item), "prediction": answer.text, "raw_prompt": answer.prompt}
                 if histories:
-                    row["opening"] = vars(histories[start + number].turns[0])
+                    row["opening"] = asdict(histories[start + number].turns[0])
                 done[item.id] = row
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
@@ -230,9 +230,7 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
     items = items[:limit] if limit else items
     # Every setting the answers depend on is passed explicitly, so that run.json records what was used.
     decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, **generation}
-    run = run_identity(suite.name, split, limit, items, model, model_source, decoding)
-    if suite.opening:  # the items' answers depend on it, so a resumed run must have asked the same
-        run["opening"] = suite.opening
+    run = run_identity(suite.name, split, limit, items, model, model_source, decoding, suite.opening)
     started = time.perf_counter()
     rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, processes, **decoding)
     if rows is None:
