@@ -181,7 +181,8 @@ def _objects(example: Example) -> list[dict]:
     return objects
 
 
-def _by_name(objects: list[dict]) -> dict[str, list[list[float]]]:
+def objects_by_name(objects: list[dict]) -> dict[str, list[list[float]]]:
+    """{"name", "box"} objects → each name's boxes, in the order given."""
     groups: dict[str, list[list[float]]] = {}
     for obj in objects:
         groups.setdefault(obj["name"], []).append(obj["box"])
@@ -200,7 +201,7 @@ def _detection_turn(example: Example, rng: random.Random, groups) -> tuple[dict,
 def _detection(example: Example, rng: random.Random):
     if not example.image_size:
         raise Unusable("no image size")
-    turn, meta = _detection_turn(example, rng, _by_name(_objects(example)))
+    turn, meta = _detection_turn(example, rng, objects_by_name(_objects(example)))
     return [turn], meta
 
 
@@ -220,7 +221,7 @@ def _unique_grounding_turn(example: Example, rng: random.Random, groups) -> tupl
 
 
 def _region_grounding(example: Example, rng: random.Random):
-    turn, meta = _unique_grounding_turn(example, rng, _by_name(_objects(example)))
+    turn, meta = _unique_grounding_turn(example, rng, objects_by_name(_objects(example)))
     return [turn], meta
 
 
@@ -240,7 +241,7 @@ def _presence_turn(rng: random.Random, groups) -> dict:
 
 
 def _region_vqa(example: Example, rng: random.Random):
-    groups = _by_name(_objects(example))
+    groups = objects_by_name(_objects(example))
     if rng.random() < 0.5:
         return [_count_turn(rng, groups)], {"question_type": "count"}
     return [_presence_turn(rng, groups)], {"question_type": "presence"}
@@ -265,7 +266,7 @@ def _conversation(example: Example, rng: random.Random):
     for asked in rng.sample(questions, min(len(questions), FOLLOW_UP_QUESTIONS)):
         candidates.append(lambda asked=asked: {"user": tag("vqa", asked["question"]), "assistant": asked["answer"]})
     if objects and example.image_size:
-        groups = _by_name(objects)
+        groups = objects_by_name(objects)
         candidates += [lambda: _count_turn(rng, groups), lambda: _presence_turn(rng, groups)]
         candidates.append(lambda: _identify_object(example, rng)[0][0])
         candidates.append(lambda: _detection_turn(example, rng, groups)[0])

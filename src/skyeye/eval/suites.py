@@ -175,11 +175,10 @@ def singled_out(objects: list[dict]) -> list[SingledOut]:
     """Every object of `objects` ({"name", "box"} in pixels) that a phrase picks out from the others in its image:
     the only one of its class, or the one whose box lies wholly beyond the others of its class along an axis, or
     whose area is LARGEST_RATIO times theirs."""
-    by_name: dict[str, list[list[float]]] = {}
-    for obj in objects:
-        by_name.setdefault(obj["name"], []).append(obj["box"])
+    from skyeye.data.instructions import objects_by_name
+
     found = []
-    for name, boxes in sorted(by_name.items()):
+    for name, boxes in sorted(objects_by_name(objects).items()):
         if len(boxes) == 1:
             found.append(SingledOut(name, f"the {name}", boxes[0], True))
             continue
