@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from skyeye.eval.record import RUN_FILE
 from skyeye.eval.runner import METRICS_FILE, PART_FILE, PREDICTIONS_FILE, read_predictions, run_suite
 from skyeye.eval.suites import Layout, Suite, read_items
@@ -18,7 +20,8 @@ from skyeye.eval.runner import run_suite
 from skyeye.eval.suites import Layout, Suite
 from skyeye.model.loading import default_source, load_model
 
-suite = Suite("synthetic-grounding", "grounding", "val", [Layout("synthetic", "scenes", {"n": 9, "size": 96})])
+suite = Suite("synthetic-grounding", "grounding", "val", [Layout("synthetic", "scenes", {"n": 9, "size": 96})],
+              opening=sys.argv[3] or None)
 model = load_model(default_source(), merge_lora=True)
 answer = model.iter_answers
 asked = []
@@ -28,33 +31,42 @@ print("asked", len(asked))
 """
 
 
-def _suite() -> Suite:
-    return Suite("synthetic-grounding", "grounding", "val", [Layout("synthetic", "scenes", {"n": 9, "size": 96})])
+def _suite(opening: str | None = None) -> Suite:
+    layouts = [Layout("synthetic", "scenes", {"n": 9, "size": 96})]
+    return Suite("synthetic-grounding", "grounding", "val", layouts, opening=opening)
 
 
 def _without_time(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if key != "seconds"}
 
 
-def test_two_processes_write_the_predictions_and_metrics_of_one(tmp_path):
+@pytest.mark.parametrize("opening", ["", "What can you tell me about this image?"])
+def test_two_processes_write_the_predictions_and_metrics_of_one(tmp_path, opening):
+    """With an opening each process asks it for its own items' images, in batches of other neighbours than one
+    process would form: left padding is masked, so the answers must not change."""
     script = tmp_path / "evaluate.py"
     script.write_text(EVALUATE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels in both runs
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "data"), str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "data"), str(tmp_path / "one"), opening],
                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29547",
-         str(script), str(tmp_path / "data"), str(tmp_path / "two")],
+         str(script), str(tmp_path / "data"), str(tmp_path / "two"), opening],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     items, _ = read_items(_suite(), tmp_path / "data")
     rows = read_predictions(tmp_path / "one" / PREDICTIONS_FILE)
     assert [row["id"] for row in rows] == [item.id for item in items] and len(items) > 4  # 3 batches or more
+    assert all(("opening" in row) == bool(opening) for row in rows)
     shares = sorted(int(line.split()[-1]) for line in two.stdout.splitlines() if line.startswith("asked"))
     batches = [len(items[start : start + 2]) for start in range(0, len(items), 2)]
-    assert shares == sorted([sum(batches[0::2]), sum(batches[1::2])]), "whole batches go round-robin"
+    # Each process asks the opening once per distinct image of its own batches, then each of its items.
+    opened = [len({item.images[0] for item in items[start : start + 2]}) if opening else 0
+              for start in range(0, len(items), 2)]  # fmt: skip
+    asked = [size + extra for size, extra in zip(batches, opened, strict=True)]
+    assert shares == sorted([sum(asked[0::2]), sum(asked[1::2])]), "whole batches go round-robin"
     assert (tmp_path / "two" / PREDICTIONS_FILE).read_bytes() == (tmp_path / "one" / PREDICTIONS_FILE).read_bytes()
     assert sorted(path.name for path in (tmp_path / "two").iterdir()) == [METRICS_FILE, PREDICTIONS_FILE, RUN_FILE]
     one_metrics, two_metrics = (json.loads((tmp_path / run / METRICS_FILE).read_text()) for run in ("one", "two"))
