@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -94,6 +95,24 @@ def test_conversations_mix_tasks_and_are_reproducible():
     assert {"[caption]", "[vqa]", "[identify]", "[detection]", "[refer]"} <= identifiers
     assert make_record(example, "conversation", seed=3) == make_record(example, "conversation", seed=3)
     assert len({json.dumps(c.turns) for c in conversations}) > 10
+
+
+def test_questions_are_asked_with_and_without_the_vqa_identifier_as_chat_users_ask_them():
+    from skyeye.data.instructions import UNTAGGED_QUESTIONS
+
+    example = _regions(captions=["two planes and a tank."])
+    question = Example("fake", "train", "q1", "vqa", ["imgs/q1.png"], (256, 200),
+                       {"question": "Is there a road?", "answer": "no"})  # fmt: skip
+    follow_up = {**example.fields, "questions": [{"question": "Are there cars?", "answer": "yes"}]}
+    asked = {"vqa": [make_record(question, "vqa", seed=s).turns[0]["user"] for s in range(400)],
+             "region vqa": [make_record(example, "vqa", seed=s).turns[0]["user"] for s in range(400)],
+             "follow-up": [t["user"] for s in range(1000) for t in make_record(
+                 replace(example, fields=follow_up), "conversation", seed=s).turns
+                 if "Are there cars?" in t["user"]]}  # fmt: skip
+    for kind, users in asked.items():
+        untagged = sum(not user.startswith("[vqa] ") for user in users) / len(users)
+        assert abs(untagged - UNTAGGED_QUESTIONS) < 0.1, (kind, untagged)
+        assert all(user.removeprefix("[vqa] ")[0].isupper() for user in users), kind
 
 
 def test_a_conversation_opens_with_the_description_that_its_later_turns_refer_to():
@@ -204,13 +223,16 @@ def test_follow_up_questions_about_the_same_image_join_its_conversations(fake_so
              and r.task == "conversation"}  # fmt: skip
     plain = {r.images[0]: r.turns for r in iter_records(tmp_path / "out") if r.source == "plain"
              and r.task == "conversation"}  # fmt: skip
-    assert all("[vqa]" not in turn["user"] for turns in plain.values() for turn in turns)
-    follow_ups = {image: {(t["user"], t["assistant"]) for t in turns if t["user"].startswith("[vqa]")}
+    fake_questions = {"Are there trees?", "How many cars?", "Is it a lake?"}
+    assert all(turn["user"].removeprefix("[vqa] ") not in fake_questions for turns in plain.values() for turn in turns)
+    follow_ups = {image: {(t["user"].removeprefix("[vqa] "), t["assistant"]) for t in turns
+                          if t["user"].removeprefix("[vqa] ") in fake_questions}
                   for image, turns in asked.items()}  # fmt: skip
-    assert follow_ups["imgs/0.png"] <= {("[vqa] Are there trees?", "yes")}
-    assert follow_ups["imgs/1.png"] <= {("[vqa] How many cars?", "3"), ("[vqa] Is it a lake?", "no")}
+    assert follow_ups["imgs/0.png"] <= {("Are there trees?", "yes")}
+    assert follow_ups["imgs/1.png"] <= {("How many cars?", "3"), ("Is it a lake?", "no")}
     assert any(follow_ups.values()), "seed 1 asks at least one of them"
-    assert all(not turns[0]["user"].startswith("[vqa]") for turns in asked.values()), "the description comes first"
+    openings = [turns[0]["user"].removeprefix("[caption] ") for turns in asked.values()]
+    assert all(opening in GENERAL + CAPTION for opening in openings), "the description comes first"
 
 
 def test_recipe_errors_name_the_field(fake_source):
@@ -381,6 +403,4 @@ def test_scene_records_ask_in_several_ways_over_varied_class_lists_that_hold_the
 
 
 def replace_label(example, label):
-    from dataclasses import replace
-
     return replace(example, fields={**example.fields, "label": label})

@@ -90,6 +90,7 @@ SCENE_PHRASINGS = [
 SCENE_OPEN = ["What type of scene is this?", "What is the theme of this picture?", "What is this area used for?"]
 FEWEST_CLASSES = 4
 FOLLOW_UP_QUESTIONS = 2  # of an image's questions, so they do not crowd out its captions
+UNTAGGED_QUESTIONS = 0.3
 # Questions users ask first, with no task identifier; conversations start with them half the time.
 GENERAL = [
     "What can you tell me about this image?",
@@ -115,6 +116,12 @@ def plural(name: str) -> str:
 
 def tag(task: str, text: str) -> str:
     return f"{TASK_IDENTIFIERS[task]} {text}"
+
+
+def question(rng: random.Random, text: str) -> str:
+    """A question with the [vqa] identifier, or without it as chat users ask (UNTAGGED_QUESTIONS of the time):
+    a model that met questions only behind [vqa] answers an untagged one with a caption."""
+    return tag("vqa", text) if rng.random() >= UNTAGGED_QUESTIONS else text
 
 
 class Unusable(Exception):
@@ -156,9 +163,9 @@ def _caption(example: Example, rng: random.Random):
 
 def _vqa(example: Example, rng: random.Random):
     fields = example.fields
-    question = _text(fields["question"])
+    asked = _text(fields["question"])
     answer = _text(fields["answer"])
-    user = tag("vqa", rng.choice(VQA).format(q=question))
+    user = question(rng, rng.choice(VQA).format(q=asked))
     return [{"user": user, "assistant": answer}], {"question_type": fields.get("question_type", "")}
 
 
@@ -227,8 +234,8 @@ def _region_grounding(example: Example, rng: random.Random):
 
 def _count_turn(rng: random.Random, groups) -> dict:
     name = rng.choice(sorted(groups))
-    question = rng.choice(COUNT).format(plural=plural(name))
-    return {"user": tag("vqa", question), "assistant": str(len(groups[name]))}
+    text = rng.choice(COUNT).format(plural=plural(name))
+    return {"user": question(rng, text), "assistant": str(len(groups[name]))}
 
 
 def _presence_turn(rng: random.Random, groups) -> dict:
@@ -236,8 +243,8 @@ def _presence_turn(rng: random.Random, groups) -> dict:
         name, answer = rng.choice(sorted(groups)), "yes"
     else:
         name, answer = rng.choice([n for n in ABSENT_CANDIDATES if n not in groups]), "no"
-    question = rng.choice(PRESENCE).format(name=name, plural=plural(name))
-    return {"user": tag("vqa", question), "assistant": answer}
+    text = rng.choice(PRESENCE).format(name=name, plural=plural(name))
+    return {"user": question(rng, text), "assistant": answer}
 
 
 def _region_vqa(example: Example, rng: random.Random):
@@ -264,7 +271,7 @@ def _conversation(example: Example, rng: random.Random):
             candidates.append(lambda: {"user": rng.choice(DETAILED), "assistant": " ".join(_sentences(distinct))})
     questions = example.fields.get("questions") or []
     for asked in rng.sample(questions, min(len(questions), FOLLOW_UP_QUESTIONS)):
-        candidates.append(lambda asked=asked: {"user": tag("vqa", asked["question"]), "assistant": asked["answer"]})
+        candidates.append(lambda asked=asked: {"user": question(rng, asked["question"]), "assistant": asked["answer"]})
     if objects and example.image_size:
         groups = objects_by_name(objects)
         candidates += [lambda: _count_turn(rng, groups), lambda: _presence_turn(rng, groups)]
@@ -296,14 +303,12 @@ def _scene(example: Example, rng: random.Random):
     if label not in classes:
         raise Unusable("label not among the classes")
     if rng.random() < 0.1:
-        return [{"user": tag("vqa", rng.choice(SCENE_OPEN)), "assistant": label}], {"label": label}
+        return [{"user": question(rng, rng.choice(SCENE_OPEN)), "assistant": label}], {"label": label}
     others = [name for name in classes if name != label]
     shown = rng.sample(others, rng.randint(min(len(others), FEWEST_CLASSES - 1), len(others))) + [label]
     rng.shuffle(shown)
     template = SCENE if rng.random() < 0.5 else rng.choice(SCENE_PHRASINGS)
-    question = template.format(classes=", ".join(shown))
-    user = tag("vqa", question) if rng.random() < 0.7 else question  # users often ask without an identifier
-    return [{"user": user, "assistant": label}], {"label": label}
+    return [{"user": question(rng, template.format(classes=", ".join(shown))), "assistant": label}], {"label": label}
 
 
 BUILDERS = {
