@@ -61,12 +61,11 @@ def test_two_processes_write_the_predictions_and_metrics_of_one(tmp_path, openin
     assert [row["id"] for row in rows] == [item.id for item in items] and len(items) > 4  # 3 batches or more
     assert all(("opening" in row) == bool(opening) for row in rows)
     shares = sorted(int(line.split()[-1]) for line in two.stdout.splitlines() if line.startswith("asked"))
-    batches = [len(items[start : start + 2]) for start in range(0, len(items), 2)]
-    # Each process asks the opening once per distinct image of its own batches, then each of its items.
-    opened = [len({item.images[0] for item in items[start : start + 2]}) if opening else 0
-              for start in range(0, len(items), 2)]  # fmt: skip
-    asked = [size + extra for size, extra in zip(batches, opened, strict=True)]
-    assert shares == sorted([sum(asked[0::2]), sum(asked[1::2])]), "whole batches go round-robin"
+    batches = [items[start : start + 2] for start in range(0, len(items), 2)]
+    # Whole batches go round-robin; a process asks the opening once per distinct image of its share, then each item.
+    mine = [[item for batch in batches[index::2] for item in batch] for index in range(2)]
+    expected = [len(share) + (len({item.images[0] for item in share}) if opening else 0) for share in mine]
+    assert shares == sorted(expected), "whole batches go round-robin"
     assert (tmp_path / "two" / PREDICTIONS_FILE).read_bytes() == (tmp_path / "one" / PREDICTIONS_FILE).read_bytes()
     assert sorted(path.name for path in (tmp_path / "two").iterdir()) == [METRICS_FILE, PREDICTIONS_FILE, RUN_FILE]
     one_metrics, two_metrics = (json.loads((tmp_path / run / METRICS_FILE).read_text()) for run in ("one", "two"))
