@@ -164,6 +164,21 @@ def test_scene_accuracy():
     }
 
 
+def test_scene_answers_naming_no_class_of_their_list_are_counted_by_answer():
+    offered = ["river", "forest", "baseball diamond"]
+    items = [
+        {"prediction": "stream", "answer": "river", "classes": offered},
+        {"prediction": "Stream.", "answer": "river", "classes": offered},
+        {"prediction": "woodland", "answer": "forest", "classes": offered},
+        {"prediction": "forest", "answer": "river", "classes": offered},  # wrong, but a class of the list
+        {"prediction": "baseballdiamond", "answer": "baseball diamond", "classes": offered},
+    ]
+    scores = scene_accuracy(items)
+    assert scores["accuracy"] == 0.2
+    assert scores["off_list"] == {"count": 3, "answers": {"stream": 2, "woodland": 1}}
+    assert "off_list" not in scene_accuracy([{key: item[key] for key in ("prediction", "answer")} for item in items])
+
+
 def test_scene_accuracy_rejects_bad_input():
     with pytest.raises(ValueError):
         scene_accuracy([])

@@ -199,9 +199,15 @@ def test_aid_scene_scores_the_class_named_once_whatever_its_case_article_or_peri
     prompt = items[0].prompt
     answers = {(by_class["airport"], prompt): "The airport.", (by_class["bare land"], prompt): "Bare-Land",
                (by_class["storage tanks"], prompt): "airport"}  # fmt: skip
-    metrics = evaluate("aid-scene", aid_root, tmp_path / "out", ScriptedModel(answers, default="?"))["metrics"]
+    report = evaluate("aid-scene", aid_root, tmp_path / "out", ScriptedModel(answers, default="Stream."))
+    metrics = report["metrics"]
     assert metrics["n"] == 6 and metrics["accuracy"] == pytest.approx(2 / 6)
     assert metrics["per_class"] == {"airport": 0.5, "bare land": 0.5, "storage tanks": 0.0}
+    # "airport" for the storage tanks names a wrong class of the list; "stream" names none of its classes
+    assert metrics["off_list"] == {"count": 3, "answers": {"stream": 3}}
+    assert "3 answers named no class of the list (most often: 'stream' 3)" in format_table(
+        load_suites()["aid-scene"], report
+    )
 
 
 @pytest.mark.parametrize(

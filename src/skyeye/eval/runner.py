@@ -202,7 +202,7 @@ def score(suite: Suite, rows: list[dict], spice: bool = False) -> dict:
         return grounding_scores([{"prediction": r["prediction"], **r["reference"]} for r in rows])
     from skyeye.eval.vqa import scene_accuracy
 
-    return scene_accuracy([{"prediction": r["prediction"], "answer": r["reference"]["answer"]} for r in rows])
+    return scene_accuracy([{"prediction": r["prediction"], **r["reference"]} for r in rows])
 
 
 def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = None, limit: int | None = None,

@@ -215,7 +215,7 @@ def _scene_items(examples: list[Example]) -> list[Item]:
 
     return [
         Item(example.key, example.images, SCENE.format(classes=", ".join(example.fields["classes"])), "scene",
-             {"answer": example.fields["label"]})
+             {"answer": example.fields["label"], "classes": list(example.fields["classes"])})
         for example in examples
     ]  # fmt: skip
 

@@ -51,4 +51,8 @@ def format_table(suite: Suite, report: dict) -> str:
         classes = report["metrics"]["per_class"].items()
         cells = ", ".join(f"{name} {100 * score[PER_CLASS_ACCURACY]:.1f} ({score['n']})" for name, score in classes)
         lines.append(f"{PER_CLASS_ACCURACY} per class (items): {cells}")
+    off_list = report["metrics"].get("off_list") if suite.metric == "scene" else None
+    if off_list and off_list["count"]:
+        common = ", ".join(f"{answer!r} {n}" for answer, n in list(off_list["answers"].items())[:5])
+        lines.append(f"{off_list['count']:,} answers named no class of the list (most often: {common}).")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ only where a reference is already written as a bin.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 from skyeye.data.sources.vqa import number_digits
@@ -171,15 +171,24 @@ def scene_accuracy(items: Sequence[Mapping]) -> dict:
     inside the name (`normalize_answer`): "The airport." and "StorageTanks" count, while an answer naming
     another class, or the class inside a sentence ("an airport with planes"), does not.
 
-    Returns {"accuracy", "n", "per_class"}, `per_class` keyed by the normalised reference class name.
+    Returns {"accuracy", "n", "per_class"}, `per_class` keyed by the normalised reference class name. When
+    every item also has `classes` (the list its prompt offered), `off_list` counts the answers that name none of
+    them, the most frequent first: a model that answers "stream" to a list holding "river" fails to follow the
+    list, a different fault from naming the wrong listed class.
     """
     _check_items(items, ("prediction", "answer"))
     hits_by_class: dict[str, list[bool]] = defaultdict(list)
+    off_list: Counter = Counter()
     for item in items:
         hit = _scene_key(item["prediction"]) == _scene_key(item["answer"])
         hits_by_class[normalize_scene_name(item["answer"])].append(hit)
+        if "classes" in item and _scene_key(item["prediction"]) not in {_scene_key(c) for c in item["classes"]}:
+            off_list[normalize_scene_name(item["prediction"])] += 1
     every = [hit for hits in hits_by_class.values() for hit in hits]
-    return {
+    scores = {
         **_accuracy(every),
         "per_class": {name: _accuracy(hits)["accuracy"] for name, hits in hits_by_class.items()},
     }
+    if all("classes" in item for item in items):
+        scores["off_list"] = {"count": off_list.total(), "answers": dict(off_list.most_common())}
+    return scores
