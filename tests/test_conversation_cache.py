@@ -132,7 +132,8 @@ def test_an_edited_history_reuses_only_the_tokens_before_the_edit(bundled, scene
     answer = continue_conversation(bundled, cache, *TURNS[2], edited, max_new_tokens=24)
     assert answer.text == bundled.ask(scene, *TURNS[2], history=edited, max_new_tokens=24).text
     # The edit may begin with the tokens the model's own answer began with ("an ..."): those still hold.
-    pieces = [bundled.tokenizer(text, add_special_tokens=False).input_ids for text in (original, "an edited answer")]
+    texts = (original, edited.turns[0].assistant)
+    pieces = [bundled.tokenizer(text, add_special_tokens=False).input_ids for text in texts]
     shared = next((i for i, (a, b) in enumerate(zip(*pieces, strict=False)) if a != b), min(map(len, pieces)))
     first_prompt = answers[0].timings["prompt_tokens"]
     assert bundled.cfg.visual_tokens_per_image < answer.timings["reused_tokens"] <= first_prompt + shared

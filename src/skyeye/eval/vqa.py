@@ -178,17 +178,18 @@ def scene_accuracy(items: Sequence[Mapping]) -> dict:
     """
     _check_items(items, ("prediction", "answer"))
     hits_by_class: dict[str, list[bool]] = defaultdict(list)
+    listed = all("classes" in item for item in items)
     off_list: Counter = Counter()
     for item in items:
-        hit = _scene_key(item["prediction"]) == _scene_key(item["answer"])
-        hits_by_class[normalize_scene_name(item["answer"])].append(hit)
-        if "classes" in item and _scene_key(item["prediction"]) not in {_scene_key(c) for c in item["classes"]}:
+        said = _scene_key(item["prediction"])
+        hits_by_class[normalize_scene_name(item["answer"])].append(said == _scene_key(item["answer"]))
+        if listed and said not in {_scene_key(name) for name in item["classes"]}:
             off_list[normalize_scene_name(item["prediction"])] += 1
     every = [hit for hits in hits_by_class.values() for hit in hits]
     scores = {
         **_accuracy(every),
         "per_class": {name: _accuracy(hits)["accuracy"] for name, hits in hits_by_class.items()},
     }
-    if all("classes" in item for item in items):
+    if listed:
         scores["off_list"] = {"count": off_list.total(), "answers": dict(off_list.most_common())}
     return scores
