@@ -164,7 +164,7 @@ def test_scene_accuracy():
     }
 
 
-def test_scene_answers_naming_no_class_of_their_list_are_counted_by_answer():
+def test_scene_answers_naming_no_class_of_their_list_are_counted_by_answer_and_as_another_name_of_the_class():
     offered = ["river", "forest", "baseball diamond"]
     items = [
         {"prediction": "stream", "answer": "river", "classes": offered},
@@ -172,10 +172,11 @@ def test_scene_answers_naming_no_class_of_their_list_are_counted_by_answer():
         {"prediction": "woodland", "answer": "forest", "classes": offered},
         {"prediction": "forest", "answer": "river", "classes": offered},  # wrong, but a class of the list
         {"prediction": "baseballdiamond", "answer": "baseball diamond", "classes": offered},
+        {"prediction": "harbor", "answer": "forest", "classes": offered},  # off the list and not the right class
     ]
     scores = scene_accuracy(items)
-    assert scores["accuracy"] == 0.2
-    assert scores["off_list"] == {"count": 3, "answers": {"stream": 2, "woodland": 1}}
+    assert scores["accuracy"] == pytest.approx(1 / 6)
+    assert scores["off_list"] == {"count": 4, "another_name": 3, "answers": {"stream": 2, "woodland": 1, "harbor": 1}}
     assert "off_list" not in scene_accuracy([{key: item[key] for key in ("prediction", "answer")} for item in items])
 
 

@@ -54,5 +54,8 @@ def format_table(suite: Suite, report: dict) -> str:
     off_list = report["metrics"].get("off_list") if suite.metric == "scene" else None
     if off_list and off_list["count"]:
         common = ", ".join(f"{answer!r} {n}" for answer, n in list(off_list["answers"].items())[:5])
-        lines.append(f"{off_list['count']:,} answers named no class of the list (most often: {common}).")
+        lines.append(
+            f"{off_list['count']:,} answers named no class of the list (most often: {common}); "
+            f"{off_list['another_name']:,} of them named the right class by another of its names."
+        )
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+from skyeye.data.sources.class_names import aliases_of
 from skyeye.data.sources.vqa import number_digits
 
 COUNT_TYPE = "count"
@@ -174,22 +175,28 @@ def scene_accuracy(items: Sequence[Mapping]) -> dict:
     Returns {"accuracy", "n", "per_class"}, `per_class` keyed by the normalised reference class name. When
     every item also has `classes` (the list its prompt offered), `off_list` counts the answers that name none of
     them, the most frequent first: a model that answers "stream" to a list holding "river" fails to follow the
-    list, a different fault from naming the wrong listed class.
+    list, a different fault from naming the wrong listed class. Its `another_name` counts those that are another
+    name of the right class (class_names.ALIASES: "woodland" for forest): the scene was recognised, not named
+    as asked.
     """
     _check_items(items, ("prediction", "answer"))
     hits_by_class: dict[str, list[bool]] = defaultdict(list)
     listed = all("classes" in item for item in items)
     off_list: Counter = Counter()
+    another_name = 0
     for item in items:
-        said = _scene_key(item["prediction"])
-        hits_by_class[normalize_scene_name(item["answer"])].append(said == _scene_key(item["answer"]))
+        said, answer = _scene_key(item["prediction"]), normalize_scene_name(item["answer"])
+        hits_by_class[answer].append(said == _scene_key(answer))
         if listed and said not in {_scene_key(name) for name in item["classes"]}:
             off_list[normalize_scene_name(item["prediction"])] += 1
+            another_name += said in {_scene_key(alias) for alias in aliases_of(answer)}
     every = [hit for hits in hits_by_class.values() for hit in hits]
     scores = {
         **_accuracy(every),
         "per_class": {name: _accuracy(hits)["accuracy"] for name, hits in hits_by_class.items()},
     }
     if listed:
-        scores["off_list"] = {"count": off_list.total(), "answers": dict(off_list.most_common())}
+        scores["off_list"] = {
+            "count": off_list.total(), "another_name": another_name, "answers": dict(off_list.most_common()),
+        }  # fmt: skip
     return scores
