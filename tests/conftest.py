@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from skyeye.model.config import LLMConfig, LoraSettings, SkyEyeConfig, VisionConfig
 from skyeye.model.tokenizer import bundled_path, load_tokenizer
+
+# Property tests assert behaviour, never time: hypothesis' default 200 ms deadline per example failed them on a
+# loaded 2-core machine.
+settings.register_profile("untimed", deadline=None)
+settings.load_profile("untimed")
 
 REAL_DATA = Path(os.environ.get("SKYEYE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -9,7 +9,7 @@ from skyeye.geo.merge import TileBox, merge_boxes
 from skyeye.geo.tiles import offsets, tile_grid
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     width=st.integers(1, 400),
     height=st.integers(1, 400),
