@@ -420,3 +420,22 @@ def test_a_scene_question_renamed_to_another_name_of_its_class_keeps_list_and_an
     with pytest.raises(ConfigError, match="rename_classes"):
         TrainConfig.from_dict({"model": "tiny", "out": "x", "data": [{"records": "d"}],
                                "augment": {"rename_classes": 2}}, "test")  # fmt: skip
+
+
+def test_box_attention_and_a_number_line_train_a_loaded_model_and_log_their_loss(records, model_yaml, tmp_path):
+    from skyeye.model.config import NumberLineSettings, SkyEyeConfig
+    from skyeye.model.loading import load_model
+
+    wide = SkyEyeConfig.from_yaml(model_yaml)
+    wide.llm.hidden_size = 128  # room for the number line's code
+    wide.to_yaml(tmp_path / "wide.yaml")
+    box_attention = {"weight": 1.0, "layers": [1], "heads": [0, 3]}
+    run = _config(records, tmp_path / "wide.yaml", tmp_path / "run", steps=6, box_attention=box_attention,
+                  number_line={"visual": 2.0, "coordinates": 1.0})  # fmt: skip
+    final = Trainer(run, progress=False).run()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("box_attention_loss", 0) > 0 for m in metrics)  # a third of the records write a box
+    assert load_model(final).cfg.number_line == NumberLineSettings(visual=2.0, coordinates=1.0)
+    beyond = _config(records, tmp_path / "wide.yaml", tmp_path / "bad", box_attention={"weight": 1.0, "layers": [2]})
+    with pytest.raises(ValueError, match="box_attention: test has 2 layers of 4 heads"):
+        Trainer(beyond, progress=False)

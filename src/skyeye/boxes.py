@@ -90,11 +90,16 @@ def _grid_value(value: object) -> int:
     return number
 
 
+def coordinate_token(value: int) -> str:
+    """One grid coordinate as it is written: `<value>` (a single token in the bundled vocabulary)."""
+    return f"<{_grid_value(value)}>"
+
+
 def format_box(box: Sequence[int]) -> str:
     """Grid box -> `{<x1><y1><x2><y2>}`."""
     if len(box) != 4:
         raise ValueError(f"a grid box has 4 coordinates, got {len(box)}: {tuple(box)!r}")
-    return "{" + "".join(f"<{_grid_value(v)}>" for v in box) + "}"
+    return "{" + "".join(coordinate_token(v) for v in box) + "}"
 
 
 def format_boxes(boxes: Iterable[Sequence[int]]) -> str:

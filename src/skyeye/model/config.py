@@ -71,6 +71,20 @@ class LoraSettings:
 
 
 @dataclass
+class NumberLineSettings:
+    """Lengths of the fixed position code (model/number_line.py) added to each visual token and to each
+    coordinate token's input and output embeddings; 0 and 0: off. Sized against the trained vectors they are
+    added to (the bundled model's visual tokens have length ~32, its coordinate embeddings ~0.8)."""
+
+    visual: float = 0.0
+    coordinates: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.visual > 0 or self.coordinates > 0
+
+
+@dataclass
 class SkyEyeConfig:
     name: str = "custom"
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -85,6 +99,7 @@ class SkyEyeConfig:
     max_context_len: int = 3800
     dtype: str = "float32"
     prompt_style: str = "skyeye"
+    number_line: NumberLineSettings = field(default_factory=NumberLineSettings)
 
     @property
     def visual_tokens_per_image(self) -> int:
@@ -108,6 +123,9 @@ class SkyEyeConfig:
             problems.append(f"dtype {self.dtype!r} is not one of {list(DTYPES)}")
         if self.prompt_style not in PROMPT_STYLES:
             problems.append(f"prompt_style {self.prompt_style!r} is not one of {list(PROMPT_STYLES)}")
+        for name in ("visual", "coordinates"):
+            if getattr(self.number_line, name) < 0:
+                problems.append(f"number_line.{name} must be >= 0 (0: off), got {getattr(self.number_line, name)}")
         if self.lora.r < 0:
             problems.append("lora.r must be >= 0")
         if problems:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from skyeye.model.checkpoint import CheckpointError
-from skyeye.model.config import ConfigError, SkyEyeConfig
+from skyeye.model.config import ConfigError, NumberLineSettings, SkyEyeConfig
+from skyeye.model.number_line import NumberLine
 from skyeye.model.vision import build_vision_tower
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class SkyEye(nn.Module):
         self.ln_vision = nn.LayerNorm(cfg.vision.width)
         self.llama_proj = nn.Linear(cfg.vision.width * cfg.merge_tokens, cfg.llm.hidden_size)
         self.llama_model = llm if llm is not None else LlamaForCausalLM(llama_config(cfg))
+        self.number_line: NumberLine | None = None
+        self.set_number_line(cfg.number_line)
         if cfg.lora.r:
             self._inject_lora()
         self.set_trainable(cfg.trainable)
@@ -90,6 +93,19 @@ class SkyEye(nn.Module):
         output_layer = self.llama_model.get_output_embeddings()
         output_layer.register_forward_pre_hook(_with_plain_strides)
         self._output_check = output_layer.register_forward_hook(self._check_output)
+
+    def set_number_line(self, settings: NumberLineSettings) -> None:
+        """Adds the fixed position code of model/number_line.py (it has no weights, so a model trained without it
+        can take it on) and records it in the config."""
+        if self.number_line is not None:
+            raise ConfigError(f"{self.cfg.name}: the model has a number line already")
+        self.cfg.number_line = settings
+        if not settings.active:
+            return
+        if self.tokenizer is None:
+            raise ConfigError(f"{self.cfg.name}: number_line needs the tokenizer (its coordinate tokens)")
+        self.number_line = NumberLine(self.cfg, self.tokenizer)
+        self.number_line.install(self.llama_model)
 
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -202,7 +218,8 @@ class SkyEye(nn.Module):
         # Row-major groups of 4 consecutive patches (horizontal neighbours), exactly MiniGPT-v2's view.
         merged = features.reshape(batch, patches // self.cfg.merge_tokens, width * self.cfg.merge_tokens)
         # A learning alignment layer is float32 while a frozen tower may give half-precision features.
-        return self.llama_proj(merged.to(self.llama_proj.weight.dtype))
+        visual = self.llama_proj(merged.to(self.llama_proj.weight.dtype))
+        return visual if self.number_line is None else self.number_line.add_to_visual(visual)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.project_visual(self.visual_features(pixels))
@@ -238,10 +255,13 @@ class SkyEye(nn.Module):
         pixels: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ):
-        """Returns transformers' CausalLMOutputWithPast; `.loss` is the mean over unmasked answer tokens."""
+        """Returns transformers' CausalLMOutputWithPast; `.loss` is the mean over unmasked answer tokens.
+        `output_attentions` needs eager attention (`llama_model.set_attn_implementation("eager")`)."""
         embeds = self.embed(input_ids, image_mask, pixels, features)
-        return self.llama_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        return self.llama_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                                output_attentions=output_attentions)  # fmt: skip
 
     def ask(
         self, image, text: str, task: str | None = None, history: Conversation | None = None, **generation

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyeye.model.config import TRAINABLE_PARTS
+from skyeye.model.config import TRAINABLE_PARTS, NumberLineSettings
 from skyeye.settings import ConfigError, apply_overrides, build, read_yaml_mapping, to_plain
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -90,6 +90,16 @@ class TowerConfig:
 
 
 @dataclass
+class BoxAttentionConfig:
+    """The auxiliary loss of train/box_attention.py: at the positions that predict an answer box's numbers,
+    these heads of these layers learn to attend to the cells the box covers. weight 0: off."""
+
+    weight: float = 0.0
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    heads: list[int] = field(default_factory=lambda: [0, 1])
+
+
+@dataclass
 class TrainConfig:
     data: list[DataSpec]
     model: str = "tiny"
@@ -110,6 +120,9 @@ class TrainConfig:
     log_every: int = 10
     tensorboard: bool = False  # also log to out/tensorboard (needs the tensorboard package)
     tower: TowerConfig | None = None  # pretrain a from-scratch vision tower first (see skyeye/train/tower.py)
+    box_attention: BoxAttentionConfig = field(default_factory=BoxAttentionConfig)
+    # Gives a model without one the fixed position code of model/number_line.py (it has no weights to load).
+    number_line: NumberLineSettings | None = None
 
     def validate(self, origin: str) -> TrainConfig:
         problems = []
@@ -123,6 +136,10 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 1")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.box_attention.weight < 0:
+            problems.append("box_attention.weight must be >= 0 (0: off)")
+        if self.box_attention.weight and not (self.box_attention.layers and self.box_attention.heads):
+            problems.append("box_attention needs at least one layer and one head")
         if not 0 < self.augment.crop_scale <= 1:
             problems.append("augment.crop_scale must be in (0, 1]")
         if not 0 <= self.augment.rename_classes <= 1:

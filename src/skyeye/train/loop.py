@@ -21,6 +21,7 @@ from skyeye.model.checkpoint import save_checkpoint
 from skyeye.model.inputs import IGNORE_INDEX
 from skyeye.model.skyeye import parameter_part
 from skyeye.train import metrics_log, state
+from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss
 from skyeye.train.config import TrainConfig
 from skyeye.train.optim import fused_adam
 from skyeye.train.order import BatchOrder
@@ -64,6 +65,9 @@ class Trainer:
         self.out = Path(cfg.out)
         set_seed(cfg.seed)
         model = load_model(cfg.model, seed=cfg.seed)
+        if cfg.number_line is not None:
+            model.set_number_line(cfg.number_line)
+        self.box_targets = self._box_attention_targets(model)
         if cfg.tower is not None:
             self._pretrain_tower(model)
         model.set_trainable(cfg.trainable or model.cfg.trainable)
@@ -90,6 +94,18 @@ class Trainer:
         # scheduler is not registered with accelerate, which would unpickle it unchecked: state.py keeps it.
         self.sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.progress = state.Progress()
+
+    def _box_attention_targets(self, model) -> BoxAttentionTargets | None:
+        settings = self.cfg.box_attention
+        if not settings.weight:
+            return None
+        llm = model.cfg.llm
+        if max(settings.layers) >= llm.num_layers or max(settings.heads) >= llm.num_heads:
+            raise ValueError(f"box_attention: {model.cfg.name} has {llm.num_layers} layers of {llm.num_heads} heads, "
+                             f"not layers {settings.layers} / heads {settings.heads}")  # fmt: skip
+        # Only eager attention returns its weights; it costs the bundled model about half as much time again.
+        model.llama_model.set_attn_implementation("eager")
+        return BoxAttentionTargets(model.cfg, model.tokenizer)
 
     def base_lr(self) -> float:
         """optim.lr as scheduled now (parts with an lr_scale run at a multiple of it)."""
@@ -136,7 +152,7 @@ class Trainer:
         started, window = time.perf_counter(), {"samples": 0, "tokens": 0, "time": time.perf_counter()}
         while self.progress.step < cfg.steps:
             micro = [next(batches) for _ in range(cfg.grad_accum)]
-            loss, samples, tokens = self._step(micro)
+            loss, box_loss, samples, tokens = self._step(micro)
             self.progress.epoch, self.progress.batch = self.order.after(*micro[-1][:2])
             self.progress.step += 1
             self.progress.samples += samples
@@ -149,6 +165,8 @@ class Trainer:
                            "samples_per_s": round(window["samples"] / elapsed, 2),
                            "tokens_per_s": round(window["tokens"] / elapsed, 1), "epoch": self.progress.epoch,
                            "elapsed_s": round(time.perf_counter() - started, 2)}  # fmt: skip
+                if box_loss is not None:
+                    metrics["box_attention_loss"] = round(box_loss, 5)
                 window = {"samples": 0, "tokens": 0, "time": time.perf_counter()}
                 if log is not None:
                     log.write(json.dumps(metrics) + "\n")
@@ -178,8 +196,9 @@ class Trainer:
         accelerator.wait_for_everyone()
         return final
 
-    def _step(self, micro) -> tuple[float, int, int]:
-        """One optimizer step; returns the mean token loss, the records and the (non-padding) tokens seen."""
+    def _step(self, micro) -> tuple[float, float | None, int, int]:
+        """One optimizer step; returns the mean token loss, the box attention loss (None when off or when no
+        record wrote a box), the records and the (non-padding) tokens seen."""
         accelerator, rank, size = self.accelerator, self.accelerator.process_index, self.cfg.batch_size
         batches = []
         for epoch, _, indices in micro:
@@ -191,15 +210,23 @@ class Trainer:
             batches.append(collate_samples(samples, self.model.tokenizer.pad_token_id, self.cache))
         learned = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         total = accelerator.reduce(torch.tensor(learned, device=accelerator.device), reduction="sum").item()
-        loss_total = 0.0
+        loss_total, box_losses = 0.0, []
         for number, batch in enumerate(batches):
+            targets = self.box_targets(batch["labels"], batch["image_mask"]) if self.box_targets else None
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             labels = batch.pop("labels")
             sync = number == len(batches) - 1
             with nullcontext() if sync else accelerator.no_sync(self.wrapped), accelerator.autocast():
-                logits = self.wrapped(**batch).logits
-                loss_sum = token_loss_sum(logits, labels)
-                accelerator.backward(loss_sum * accelerator.num_processes / max(total, 1))
+                output = self.wrapped(**batch, output_attentions=targets is not None)
+                loss_sum = token_loss_sum(output.logits, labels)
+                loss = loss_sum * accelerator.num_processes / max(total, 1)
+                box_loss = None if targets is None else box_attention_loss(output.attentions, *targets,
+                                                                           self.cfg.box_attention.layers,
+                                                                           self.cfg.box_attention.heads)  # fmt: skip
+                if box_loss is not None:
+                    loss = loss + self.cfg.box_attention.weight * box_loss / len(batches)
+                    box_losses.append(box_loss.item())
+                accelerator.backward(loss)
             loss_total += loss_sum.item()
         if self.cfg.optim.clip:
             accelerator.clip_grad_norm_(self.wrapped.parameters(), self.cfg.optim.clip)
@@ -209,7 +236,8 @@ class Trainer:
         seen = sum(int(b["attention_mask"].sum()) for b in batches)
         sums = accelerator.reduce(torch.tensor([loss_total, seen], device=accelerator.device), reduction="sum")
         samples = sum(len(b["input_ids"]) for b in batches) * accelerator.num_processes
-        return sums[0].item() / max(total, 1), samples, int(sums[1].item())
+        box_loss = sum(box_losses) / len(box_losses) if box_losses else None
+        return sums[0].item() / max(total, 1), box_loss, samples, int(sums[1].item())
 
     def save(self) -> None:
         accelerator, rank = self.accelerator, self.accelerator.process_index

@@ -1,0 +1,87 @@
+"""An auxiliary loss that makes the decoder look at the object whose box it is writing.
+
+Trained on boxes alone, the bundled model's attention at a box's first number was no better than uniform over
+the 36 cells: nothing in next-token prediction rewards finding the object before guessing its place, and a
+fixed central guess is the cheapest loss. Here, at each of the four positions that predict an answer box's
+numbers, chosen heads of chosen layers are asked to put their attention on the visual tokens of the cells the
+box covers: the loss is −log of that attention mass, averaged over positions, heads and layers.
+
+The box is read back from the answer's own coordinate tokens, so flips, turns and crops of the image are
+already applied to it; boxes in the question (region identification) are not answers and are not used.
+Attention weights come from transformers' eager attention (the others do not return them).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from skyeye.boxes import GRID, coordinate_token
+from skyeye.model.number_line import token_cells
+
+SMALLEST_MASS = 1e-6  # keeps −log finite where a head puts no attention at all on the box
+
+
+class BoxAttentionTargets:
+    """Which positions predict a box's numbers, and which visual tokens that box covers."""
+
+    def __init__(self, model_cfg, tokenizer):
+        ids = tokenizer.convert_tokens_to_ids([coordinate_token(k) for k in range(GRID + 1)])
+        if tokenizer.unk_token_id in ids:
+            raise ValueError(f"box_attention needs the coordinates <0>..<{GRID}> as single tokens; the tokenizer "
+                             f"of {model_cfg.name} lacks some")  # fmt: skip
+        self.value_of = torch.full((max(len(tokenizer), model_cfg.llm.vocab_size),), -1, dtype=torch.long)
+        self.value_of[torch.tensor(ids)] = torch.arange(GRID + 1)
+        self.cells = torch.tensor(token_cells(model_cfg))
+        self.tokens_per_image = len(self.cells)
+
+    def __call__(self, labels: torch.Tensor, image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query mask [B, T], key targets [B, T, T]): the positions that predict a box number and, for each, the
+        positions of the visual tokens its box covers. Rows with other than one image are left out."""
+        batch, length = labels.shape
+        queries = torch.zeros(batch, length, dtype=torch.bool)
+        keys = torch.zeros(batch, length, length, dtype=torch.bool)
+        values = self.value_of[labels.clamp(min=0)].masked_fill(labels < 0, -1)
+        for row in range(batch):
+            visual = image_mask[row].nonzero().flatten()
+            if len(visual) != self.tokens_per_image:
+                continue
+            for start in self._box_starts(values[row]):
+                box = values[row, start : start + 4].float()
+                covered = visual[self._covered(box)]
+                for offset in range(4):  # position p predicts the token at p + 1
+                    queries[row, start - 1 + offset] = True
+                    keys[row, start - 1 + offset, covered] = True
+        return queries, keys
+
+    @staticmethod
+    def _box_starts(values: torch.Tensor) -> list[int]:
+        """Positions of each answer box's first number: four answered coordinates in a row after a non-coordinate
+        (the braces around them are tokenised with their neighbours: "▁{", "}<delim>{")."""
+        is_number = values >= 0
+        return [
+            start
+            for start in range(1, len(values) - 3)
+            if not is_number[start - 1] and bool(is_number[start : start + 4].all())
+        ]
+
+    def _covered(self, box: torch.Tensor) -> torch.Tensor:
+        x1, y1, x2, y2 = box.tolist()
+        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)  # a box thinner than a grid unit still covers its cell
+        cells = self.cells
+        return (cells[:, 0] < x2) & (cells[:, 2] > x1) & (cells[:, 1] < y2) & (cells[:, 3] > y1)
+
+
+def box_attention_loss(
+    attentions: tuple[torch.Tensor, ...], queries: torch.Tensor, keys: torch.Tensor, layers, heads
+) -> torch.Tensor | None:
+    """Mean −log attention mass on the box's cells; None when the batch writes no box."""
+    if not queries.any():
+        return None
+    keys = keys.to(attentions[0].device)
+    queries = queries.to(attentions[0].device)
+    losses = []
+    for layer in layers:
+        weights = attentions[layer][:, list(heads)].float()  # [B, heads, T, T]
+        mass = (weights * keys[:, None]).sum(-1)  # [B, heads, T]
+        losses.append(-mass.clamp(min=SMALLEST_MASS).log().masked_select(queries[:, None]))
+    return torch.cat(losses).mean()
