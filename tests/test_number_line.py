@@ -61,6 +61,7 @@ def test_text_without_coordinates_changes_only_the_coordinate_logits(tokenizer):
 
 
 def test_visual_tokens_get_their_cells_code_and_a_saved_model_keeps_it(tokenizer, tmp_path):
+    from skyeye.model.info import describe
     from skyeye.model.loading import load_model
     from skyeye.model.skyeye import SkyEye
 
@@ -77,6 +78,7 @@ def test_visual_tokens_get_their_cells_code_and_a_saved_model_keeps_it(tokenizer
     assert loaded.cfg.number_line == NumberLineSettings(visual=3.0, coordinates=1.0)
     with torch.no_grad():
         assert torch.allclose(loaded.encode_images(pixels), coded, atol=1e-6)
+    assert "number line (fixed position code of length 3 on visual tokens" in describe(tmp_path / "ckpt")
 
 
 def test_settings_errors_are_named(tokenizer):

@@ -3,13 +3,14 @@ model card (skyeye.model.card) where its folder has one."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from skyeye.model.card import read_card
 from skyeye.model.checkpoint import CONFIG_FILE, is_checkpoint
-from skyeye.model.config import SkyEyeConfig, load_preset, preset_dir
+from skyeye.model.config import NumberLineSettings, SkyEyeConfig, load_preset, preset_dir
 from skyeye.model.loading import bundled_model
 
 PART_TITLES = {
@@ -52,8 +53,8 @@ def describe(source: str | Path) -> str:
 
     cfg = config_of(source)
     card = read_card(source)
-    with torch.device("meta"):
-        model = SkyEye(cfg)
+    with torch.device("meta"):  # the number line has no parameters to count and needs the tokenizer: left out
+        model = SkyEye(dataclasses.replace(cfg, number_line=NumberLineSettings()))
     v, llm, lora = cfg.vision, cfg.llm, cfg.lora
     side = v.image_size // v.patch_size
     lines = [
@@ -68,7 +69,13 @@ def describe(source: str | Path) -> str:
         f"  merge     {cfg.merge_tokens} neighbouring tokens -> {cfg.visual_tokens_per_image} visual tokens of "
         f"{v.width * cfg.merge_tokens} dims per image",
         f"  alignment Linear({v.width * cfg.merge_tokens}, {llm.hidden_size})"
-        + (" + LoRA" if lora.r and lora.on_alignment else ""),
+        + (" + LoRA" if lora.r and lora.on_alignment else "")
+        + (
+            f" + number line (fixed position code of length {cfg.number_line.visual:g} on visual tokens, "
+            f"{cfg.number_line.coordinates:g} on coordinate tokens)"
+            if cfg.number_line.active
+            else ""
+        ),
         f"  llm       LLaMA: vocab {llm.vocab_size}, hidden {llm.hidden_size}, {llm.num_layers} layers, "
         f"{llm.num_heads} heads ({llm.num_kv_heads} kv), mlp {llm.intermediate_size}",
         "  lora      "
