@@ -51,6 +51,15 @@ def token_cells(cfg) -> list[tuple[float, float, float, float]]:
     ]
 
 
+def coordinate_token_ids(cfg, tokenizer, needed_by: str) -> list[int]:
+    """The ids of <0>..<100>, in order; an error naming `needed_by` where the tokenizer lacks any as one token."""
+    ids = tokenizer.convert_tokens_to_ids([coordinate_token(k) for k in range(GRID + 1)])
+    if tokenizer.unk_token_id in ids or len(set(ids)) != GRID + 1:
+        raise ValueError(f"{cfg.name}: {needed_by} needs the coordinates <0>..<{GRID}> as single tokens, and its "
+                         "tokenizer lacks some")  # fmt: skip
+    return ids
+
+
 class NumberLine:
     """The codes of one model's visual tokens and coordinate tokens, added by hooks on its embeddings."""
 
@@ -58,10 +67,7 @@ class NumberLine:
         hidden = cfg.llm.hidden_size
         if hidden < 4 * FREQUENCIES:
             raise ValueError(f"{cfg.name}: number_line needs llm.hidden_size >= {4 * FREQUENCIES}, not {hidden}")
-        ids = tokenizer.convert_tokens_to_ids([coordinate_token(k) for k in range(GRID + 1)])
-        if tokenizer.unk_token_id in ids or len(set(ids)) != GRID + 1:
-            raise ValueError(f"{cfg.name}: number_line needs the coordinates <0>..<{GRID}> as single tokens, and "
-                             "this tokenizer lacks some")  # fmt: skip
+        ids = coordinate_token_ids(cfg, tokenizer, "number_line")
         lengths = cfg.number_line
         width = 2 * FREQUENCIES
         # Built on the CPU explicitly: a checkpoint's model is constructed under torch.device("meta").
@@ -75,9 +81,9 @@ class NumberLine:
         tokens[:, width : 2 * width] = coordinates
         # Each block has length 1, so both together have length sqrt(2).
         self._visual = visual * (lengths.visual / math.sqrt(2))
+        self._coordinates = tokens * (lengths.coordinates / math.sqrt(2))
         self._tokens = torch.zeros(cfg.llm.vocab_size, hidden, dtype=torch.float64, device="cpu")
-        self._tokens[ids] = tokens * (lengths.coordinates / math.sqrt(2))
-        self._coordinates = self._tokens[ids]
+        self._tokens[ids] = self._coordinates
         self._coordinate_ids = torch.tensor(ids, device="cpu")
         self._cache: dict[tuple, torch.Tensor] = {}
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from skyeye.boxes import GRID, coordinate_token
-from skyeye.model.number_line import token_cells
+from skyeye.boxes import GRID
+from skyeye.model.number_line import coordinate_token_ids, token_cells
 
 SMALLEST_MASS = 1e-6  # keeps −log finite where a head puts no attention at all on the box
 
@@ -25,10 +25,7 @@ class BoxAttentionTargets:
     """Which positions predict a box's numbers, and which visual tokens that box covers."""
 
     def __init__(self, model_cfg, tokenizer):
-        ids = tokenizer.convert_tokens_to_ids([coordinate_token(k) for k in range(GRID + 1)])
-        if tokenizer.unk_token_id in ids:
-            raise ValueError(f"box_attention needs the coordinates <0>..<{GRID}> as single tokens; the tokenizer "
-                             f"of {model_cfg.name} lacks some")  # fmt: skip
+        ids = coordinate_token_ids(model_cfg, tokenizer, "box_attention")
         self.value_of = torch.full((max(len(tokenizer), model_cfg.llm.vocab_size),), -1, dtype=torch.long)
         self.value_of[torch.tensor(ids)] = torch.arange(GRID + 1)
         self.cells = torch.tensor(token_cells(model_cfg))
@@ -58,11 +55,10 @@ class BoxAttentionTargets:
         """Positions of each answer box's first number: four answered coordinates in a row after a non-coordinate
         (the braces around them are tokenised with their neighbours: "▁{", "}<delim>{")."""
         is_number = values >= 0
-        return [
-            start
-            for start in range(1, len(values) - 3)
-            if not is_number[start - 1] and bool(is_number[start : start + 4].all())
-        ]
+        if len(is_number) < 5:
+            return []
+        four_from = is_number.unfold(0, 4, 1).all(dim=1)  # [s]: positions s..s+3 are all numbers
+        return ((four_from[1:] & ~is_number[:-4]).nonzero().flatten() + 1).tolist()
 
     def _covered(self, box: torch.Tensor) -> torch.Tensor:
         x1, y1, x2, y2 = box.tolist()
