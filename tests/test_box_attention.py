@@ -52,7 +52,12 @@ def test_a_box_over_cell_borders_covers_every_cell_it_touches_and_rows_without_o
     assert covered == [1 + row * 4 + column for row in range(4) for column in (0, 1)]
     no_image = image_mask.clone()
     no_image[0, 1:9] = False  # 8 visual tokens: not the one image whose cells the grid describes
+    assert targets.rows_left_out == 0
     assert not targets(labels, no_image)[0].any()
+    assert targets.rows_left_out == 1
+    _, no_box, _, _ = _sample(tokenizer, "[refer] the field", "a field")
+    targets(no_box, no_image)  # nothing to supervise: not counted as left out
+    assert targets.rows_left_out == 1
 
 
 def test_the_loss_alone_teaches_the_chosen_heads_to_look_at_the_box(tokenizer):

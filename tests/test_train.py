@@ -157,6 +157,18 @@ def test_killed_and_resumed_run_reaches_the_same_weights(records, model_yaml, tm
     assert logged[1] == logged[0] and [step for step, _ in logged[0]] == list(range(1, 7))
 
 
+def test_resuming_with_more_steps_says_where_the_rebuilt_schedule_puts_the_learning_rate(records, model_yaml,
+                                                                                        tmp_path, capsys):  # fmt: skip
+    Trainer(_config(records, model_yaml, tmp_path / "run", steps=4, save_every=4), progress=False).run()
+    capsys.readouterr()
+    longer = Trainer(_config(records, model_yaml, tmp_path / "run", steps=8, save_every=4), progress=False)
+    assert longer.resume()
+    said = capsys.readouterr().err
+    assert "steps changed from 4 to 8" in said and f"{longer.base_lr():.2e} at step 4" in said
+    same = Trainer(_config(records, model_yaml, tmp_path / "run", steps=4, save_every=4), progress=False)
+    assert same.resume() and "steps changed" not in capsys.readouterr().err
+
+
 def _tiny_checkpoint(folder: Path):
     """A published checkpoint of a one-layer model after one step: state.py alone, no Trainer."""
     model = torch.nn.Linear(3, 2)

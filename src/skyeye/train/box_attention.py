@@ -30,19 +30,23 @@ class BoxAttentionTargets:
         self.value_of[torch.tensor(ids)] = torch.arange(GRID + 1)
         self.cells = torch.tensor(token_cells(model_cfg))
         self.tokens_per_image = len(self.cells)
+        self.rows_left_out = 0  # rows that answer with a box but hold other than one image: counted, reported
 
     def __call__(self, labels: torch.Tensor, image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(query mask [B, T], key targets [B, T, T]): the positions that predict a box number and, for each, the
-        positions of the visual tokens its box covers. Rows with other than one image are left out."""
+        positions of the visual tokens its box covers. Rows with other than one image are left out (and counted in
+        rows_left_out when they answer with a box): the grid describes one image's cells."""
         batch, length = labels.shape
         queries = torch.zeros(batch, length, dtype=torch.bool)
         keys = torch.zeros(batch, length, length, dtype=torch.bool)
         values = self.value_of[labels.clamp(min=0)].masked_fill(labels < 0, -1)
         for row in range(batch):
             visual = image_mask[row].nonzero().flatten()
-            if len(visual) != self.tokens_per_image:
+            starts = self._box_starts(values[row])
+            if starts and len(visual) != self.tokens_per_image:
+                self.rows_left_out += 1
                 continue
-            for start in self._box_starts(values[row]):
+            for start in starts:
                 box = values[row, start : start + 4].float()
                 covered = visual[self._covered(box)]
                 for offset in range(4):  # position p predicts the token at p + 1

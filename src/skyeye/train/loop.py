@@ -133,7 +133,20 @@ class Trainer:
             self.progress = state.load(checkpoint, self.model, self.optimizer, self.scheduler,
                                        self.accelerator.process_index)  # fmt: skip
         self.say(f"resumed from {checkpoint} at step {self.progress.step}")
+        self._say_if_steps_changed()
         return True
+
+    def _say_if_steps_changed(self) -> None:
+        """The learning-rate schedule is rebuilt for the steps asked now: a finished run continued with more steps
+        resumes mid-curve (a higher rate than where it stopped), which the user should know."""
+        planned = self.out / "train.yaml"
+        try:
+            before = (yaml.safe_load(planned.read_text()) or {}).get("steps")
+        except (OSError, yaml.YAMLError):
+            return
+        if isinstance(before, int) and before != self.cfg.steps:
+            self.say(f"steps changed from {before:,} to {self.cfg.steps:,}: the learning rate follows the schedule of "
+                     f"a {self.cfg.steps:,}-step run, {self.base_lr():.2e} at step {self.progress.step:,}")  # fmt: skip
 
     def run(self) -> Path:
         cfg, accelerator = self.cfg, self.accelerator
@@ -188,6 +201,9 @@ class Trainer:
             board.close()
         if self.maker.skipped:
             self.say(f"skipped records: {dict(self.maker.skipped)}")
+        if self.box_targets is not None and self.box_targets.rows_left_out:
+            self.say(f"box attention: {self.box_targets.rows_left_out:,} records that answer with a box were left out "
+                     "of its loss (not one image; they trained on the token loss)")  # fmt: skip
         final = self.out / "final"
         weights = accelerator.get_state_dict(self.wrapped)  # every process takes part: it gathers shards
         if accelerator.is_main_process:
