@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skyeye.model.config import VisionConfig
-from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss
+from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss, return_weights_in
 from skyeye.train.config import TrainConfig
 
 from conftest import small_config
@@ -65,7 +65,7 @@ def test_the_loss_alone_teaches_the_chosen_heads_to_look_at_the_box(tokenizer):
 
     torch.manual_seed(0)
     model = SkyEye(dataclasses.replace(_config(), trainable=["llm"]), tokenizer)
-    model.llama_model.set_attn_implementation("eager")
+    return_weights_in(model.llama_model, [1])
     targets = BoxAttentionTargets(model.cfg, tokenizer)
     ids, labels, image_mask, _ = _sample(tokenizer, "[refer] the field", "{<55><5><70><20>}")
     queries, keys = targets(labels, image_mask)
@@ -74,7 +74,7 @@ def test_the_loss_alone_teaches_the_chosen_heads_to_look_at_the_box(tokenizer):
 
     def loss():
         output = model(ids, image_mask, torch.ones_like(ids), pixels=pixels, output_attentions=True)
-        return box_attention_loss(output.attentions, queries, keys, layers=[1], heads=[0])
+        return box_attention_loss(output.attentions, queries, keys, heads=[0])
 
     first = loss().item()
     for _ in range(60):
@@ -90,6 +90,28 @@ def test_no_box_in_the_batch_gives_no_loss_and_bad_settings_are_named(tokenizer)
     ids, labels, image_mask, _ = _sample(tokenizer, "[caption] describe", "a river")
     queries, keys = targets(labels, image_mask)
     attentions = (torch.rand(1, 4, ids.shape[1], ids.shape[1]),) * 2
-    assert box_attention_loss(attentions, queries, keys, [0], [0]) is None
+    assert box_attention_loss(attentions, queries, keys, [0]) is None
     with pytest.raises(Exception, match="box_attention.weight must be >= 0"):
         TrainConfig.from_dict({"data": [{"records": "x"}], "box_attention": {"weight": -1}}, "t.yaml")
+
+
+def test_only_the_chosen_layers_run_eager_attention_and_the_model_computes_the_same(tokenizer):
+    from skyeye.model.skyeye import SkyEye
+
+    torch.manual_seed(0)
+    model = SkyEye(_config(), tokenizer).eval()
+    ids, _, image_mask, _ = _sample(tokenizer, "[refer] the field", "{<55><5><70><20>}")
+    pixels = torch.randn(1, 3, 56, 56)
+
+    def run():
+        return model(ids, image_mask, torch.ones_like(ids), pixels=pixels, output_attentions=True)
+
+    plain = run()  # sdpa everywhere: no weights
+    model.llama_model.set_attn_implementation("eager")
+    everywhere = run()
+    return_weights_in(model.llama_model, [1])
+    chosen = run()
+    assert len(plain.attentions) == 0 and len(everywhere.attentions) == 2 and len(chosen.attentions) == 1
+    assert torch.allclose(chosen.attentions[0], everywhere.attentions[1], atol=1e-6)
+    assert torch.allclose(chosen.logits, plain.logits, atol=1e-5)
+    assert torch.allclose(chosen.logits, everywhere.logits, atol=1e-5)

@@ -258,7 +258,7 @@ class SkyEye(nn.Module):
         output_attentions: bool = False,
     ):
         """Returns transformers' CausalLMOutputWithPast; `.loss` is the mean over unmasked answer tokens.
-        `output_attentions` needs eager attention (`llama_model.set_attn_implementation("eager")`)."""
+        `output_attentions` returns the weights of the layers whose attention implementation gives them (eager)."""
         embeds = self.embed(input_ids, image_mask, pixels, features)
         return self.llama_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
                                 output_attentions=output_attentions)  # fmt: skip

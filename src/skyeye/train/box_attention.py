@@ -8,7 +8,8 @@ box covers: the loss is −log of that attention mass, averaged over positions, 
 
 The box is read back from the answer's own coordinate tokens, so flips, turns and crops of the image are
 already applied to it; boxes in the question (region identification) are not answers and are not used.
-Attention weights come from transformers' eager attention (the others do not return them).
+Attention weights come from transformers' eager attention (the others do not return them); only the chosen layers
+run it (return_weights_in), since eager attention in every layer made a step of the bundled model half as long again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,31 @@ from skyeye.boxes import GRID
 from skyeye.model.number_line import coordinate_token_ids, token_cells
 
 SMALLEST_MASS = 1e-6  # keeps −log finite where a head puts no attention at all on the box
+ATTENTION = "skyeye_box_attention"  # the name under which transformers knows the attention below
+
+
+def _eager_where_weights_are_read(module, query, key, value, attention_mask, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    if getattr(module, "returns_box_attention", False):
+        return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def return_weights_in(llm, layers) -> None:
+    """Makes the given layers of a LLaMA decoder return their attention weights (eager attention) while the others
+    keep sdpa; with output_attentions=True its output's `attentions` then holds those layers' weights, in order."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    AttentionInterface.register(ATTENTION, _eager_where_weights_are_read)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)  # an additive mask, which sdpa takes as well
+    for module in llm.modules():
+        if isinstance(module, LlamaAttention):
+            module.returns_box_attention = module.layer_idx in set(layers)
+    llm.set_attn_implementation(ATTENTION)
 
 
 class BoxAttentionTargets:
@@ -72,16 +98,17 @@ class BoxAttentionTargets:
 
 
 def box_attention_loss(
-    attentions: tuple[torch.Tensor, ...], queries: torch.Tensor, keys: torch.Tensor, layers, heads
+    attentions: tuple[torch.Tensor, ...], queries: torch.Tensor, keys: torch.Tensor, heads
 ) -> torch.Tensor | None:
-    """Mean −log attention mass on the box's cells; None when the batch writes no box."""
+    """Mean −log attention mass on the box's cells over the given heads of each layer in `attentions` (the weights
+    of the layers return_weights_in chose); None when the batch writes no box."""
     if not queries.any():
         return None
     keys = keys.to(attentions[0].device)
     queries = queries.to(attentions[0].device)
     losses = []
-    for layer in layers:
-        weights = attentions[layer][:, list(heads)].float()  # [B, heads, T, T]
+    for layer_weights in attentions:
+        weights = layer_weights[:, list(heads)].float()  # [B, heads, T, T]
         mass = (weights * keys[:, None]).sum(-1)  # [B, heads, T]
         losses.append(-mass.clamp(min=SMALLEST_MASS).log().masked_select(queries[:, None]))
     return torch.cat(losses).mean()

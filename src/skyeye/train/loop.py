@@ -21,7 +21,7 @@ from skyeye.model.checkpoint import save_checkpoint
 from skyeye.model.inputs import IGNORE_INDEX
 from skyeye.model.skyeye import parameter_part
 from skyeye.train import metrics_log, state
-from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss
+from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss, return_weights_in
 from skyeye.train.config import TrainConfig
 from skyeye.train.optim import fused_adam
 from skyeye.train.order import BatchOrder
@@ -103,8 +103,7 @@ class Trainer:
         if max(settings.layers) >= llm.num_layers or max(settings.heads) >= llm.num_heads:
             raise ValueError(f"box_attention: {model.cfg.name} has {llm.num_layers} layers of {llm.num_heads} heads, "
                              f"not layers {settings.layers} / heads {settings.heads}")  # fmt: skip
-        # Only eager attention returns its weights; it costs the bundled model about half as much time again.
-        model.llama_model.set_attn_implementation("eager")
+        return_weights_in(model.llama_model, settings.layers)
         return BoxAttentionTargets(model.cfg, model.tokenizer)
 
     def base_lr(self) -> float:
@@ -237,7 +236,6 @@ class Trainer:
                 loss_sum = token_loss_sum(output.logits, labels)
                 loss = loss_sum * accelerator.num_processes / max(total, 1)
                 box_loss = None if targets is None else box_attention_loss(output.attentions, *targets,
-                                                                           self.cfg.box_attention.layers,
                                                                            self.cfg.box_attention.heads)  # fmt: skip
                 if box_loss is not None:
                     loss = loss + self.cfg.box_attention.weight * box_loss / len(batches)
