@@ -87,6 +87,9 @@ def test_settings_errors_are_named(tokenizer):
     with pytest.raises(ConfigError, match="number_line.visual must be >= 0"):
         _config(number_line=NumberLineSettings(visual=-1.0))
     model = SkyEye(_config(number_line=NumberLineSettings(coordinates=1.0)), tokenizer)
+    installed = model.number_line
+    model.set_number_line(NumberLineSettings(coordinates=1.0))  # the one it has: a later stage may name it
+    assert model.number_line is installed
     with pytest.raises(ConfigError, match="has a number line already"):
         model.set_number_line(NumberLineSettings(visual=1.0))
     narrow = small_config(tokenizer="bundled:tokenizer-tiny", number_line=NumberLineSettings(visual=1.0))

@@ -96,9 +96,13 @@ class SkyEye(nn.Module):
 
     def set_number_line(self, settings: NumberLineSettings) -> None:
         """Adds the fixed position code of model/number_line.py (it has no weights, so a model trained without it
-        can take it on) and records it in the config."""
+        can take it on) and records it in the config. A model that has the same one already is left as it is, so a
+        later training stage may name the number line its model was trained with."""
         if self.number_line is not None:
-            raise ConfigError(f"{self.cfg.name}: the model has a number line already")
+            if settings == self.cfg.number_line:
+                return
+            raise ConfigError(f"{self.cfg.name}: the model has a number line already ({self.cfg.number_line}), "
+                              f"not {settings}")  # fmt: skip
         self.cfg.number_line = settings
         if not settings.active:
             return
