@@ -29,6 +29,7 @@ def _eager_where_weights_are_read(module, query, key, value, attention_mask, **k
 
     if getattr(module, "returns_box_attention", False):
         return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    kwargs.pop("output_attentions", None)  # not wanted from this layer; sdpa would warn that it cannot give them
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
