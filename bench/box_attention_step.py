@@ -4,7 +4,7 @@ attention with eager attention only in the layers its loss reads (train/box_atte
 `skyeye train` does). Interleaved rounds on this machine's CPU cores; the best round counts, ratios against the
 baseline measured in the same run.
 
-    python bench/box_attention_step.py --rounds 5
+    python bench/box_attention_step.py --rounds 5 --boxes 30
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss, 
 LAYERS, HEADS = [1, 2], [0, 1]  # configs/train/bundled-grounding.yaml
 
 
-def batch(model, size: int):
-    """`size` rows: the image's visual tokens, a short grounding question, and an answer of two boxes."""
+def batch(model, size: int, boxes: int):
+    """`size` rows: the image's visual tokens, a short grounding question, and an answer of `boxes` boxes."""
     tokenizer = model.tokenizer
     visual = model.cfg.visual_tokens_per_image
     asked = tokenizer("[refer] give me the location of the ground track field", add_special_tokens=False)["input_ids"]
-    answer = tokenizer("{<10><20><40><60>}<delim>{<50><55><90><95>}", add_special_tokens=False)["input_ids"]
+    text = "<delim>".join(f"{{<{k}><{k + 5}><{k + 20}><{k + 30}>}}" for k in range(0, 70, 70 // boxes or 1)[:boxes])
+    answer = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = [tokenizer.bos_token_id] + [tokenizer.pad_token_id] * visual + asked + answer
     labels = [-100] * (1 + visual + len(asked)) + answer
     image_mask = [False] + [True] * visual + [False] * (len(asked) + len(answer))
@@ -38,13 +39,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="src/skyeye/assets/model-tiny")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--boxes", type=int, default=2, help="boxes per answer (a detection answer: 10-30)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     model.train()
-    ids, labels, image_mask, pixels = batch(model, args.batch_size)
+    ids, labels, image_mask, pixels = batch(model, args.batch_size, args.boxes)
     queries, keys = BoxAttentionTargets(model.cfg, model.tokenizer)(labels, image_mask)
     llm = model.llama_model
 
