@@ -200,9 +200,12 @@ class Trainer:
             board.close()
         if self.maker.skipped:
             self.say(f"skipped records: {dict(self.maker.skipped)}")
-        if self.box_targets is not None and self.box_targets.rows_left_out:
-            self.say(f"box attention: {self.box_targets.rows_left_out:,} records that answer with a box were left out "
-                     "of its loss (not one image; they trained on the token loss)")  # fmt: skip
+        if self.box_targets is not None:  # every process counts its own rows: summed (a collective, on all of them)
+            counted = torch.tensor(self.box_targets.rows_left_out, device=accelerator.device)
+            left_out = int(accelerator.reduce(counted, reduction="sum").item())
+            if left_out:
+                self.say(f"box attention: {left_out:,} records that answer with a box were left out of its loss "
+                         "(not one image; they trained on the token loss)")  # fmt: skip
         final = self.out / "final"
         weights = accelerator.get_state_dict(self.wrapped)  # every process takes part: it gathers shards
         if accelerator.is_main_process:
