@@ -43,9 +43,10 @@ def return_weights_in(llm, layers) -> None:
 
     AttentionInterface.register(ATTENTION, _eager_where_weights_are_read)
     AttentionMaskInterface.register(ATTENTION, eager_mask)  # an additive mask, which sdpa takes as well
+    chosen = set(layers)
     for module in llm.modules():
         if isinstance(module, LlamaAttention):
-            module.returns_box_attention = module.layer_idx in set(layers)
+            module.returns_box_attention = module.layer_idx in chosen
     llm.set_attn_implementation(ATTENTION)
 
 

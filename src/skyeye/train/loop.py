@@ -20,6 +20,7 @@ import yaml
 from skyeye.model.checkpoint import save_checkpoint
 from skyeye.model.inputs import IGNORE_INDEX
 from skyeye.model.skyeye import parameter_part
+from skyeye.settings import ConfigError, read_yaml_mapping
 from skyeye.train import metrics_log, state
 from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss, return_weights_in
 from skyeye.train.config import TrainConfig
@@ -31,6 +32,7 @@ from skyeye.train.tower import load_pretrained_tower, pretrain_tower
 from skyeye.train.visual_cache import VisualCache
 
 NO_DECAY = ("bias", "norm", "ln_", "lora_")
+RUN_CONFIG = "train.yaml"  # the config a run was started with, beside its checkpoints
 
 
 def parameter_groups(model, weight_decay: float, lr: float, lr_scale: dict[str, float]) -> list[dict]:
@@ -138,10 +140,9 @@ class Trainer:
     def _say_if_steps_changed(self) -> None:
         """The learning-rate schedule is rebuilt for the steps asked now: a finished run continued with more steps
         resumes mid-curve (a higher rate than where it stopped), which the user should know."""
-        planned = self.out / "train.yaml"
         try:
-            before = (yaml.safe_load(planned.read_text()) or {}).get("steps")
-        except (OSError, yaml.YAMLError):
+            before = read_yaml_mapping(self.out / RUN_CONFIG, "training config").get("steps")
+        except ConfigError:  # no config written yet, or not one this code wrote: nothing to compare
             return
         if isinstance(before, int) and before != self.cfg.steps:
             self.say(f"steps changed from {before:,} to {self.cfg.steps:,}: the learning rate follows the schedule of "
@@ -151,7 +152,7 @@ class Trainer:
         cfg, accelerator = self.cfg, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
         if accelerator.is_main_process:
-            (self.out / "train.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / RUN_CONFIG).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             for sel in self.index.selections:
                 tasks = ", ".join(f"{t} {n:,}" for t, n in sorted(sel.by_task.items()))
                 self.say(f"{sel.records}: {sel.selected:,} records ({tasks}), images under {sel.root}")
