@@ -434,6 +434,25 @@ def test_a_scene_question_renamed_to_another_name_of_its_class_keeps_list_and_an
                                "augment": {"rename_classes": 2}}, "test")  # fmt: skip
 
 
+def test_a_later_stage_feeds_a_conv_tower_larger_images_and_the_saved_model_keeps_them(records, model_yaml, tmp_path):
+    from skyeye.model.config import SkyEyeConfig, VisionConfig
+    from skyeye.model.loading import load_model
+
+    conv = SkyEyeConfig.from_yaml(model_yaml)
+    conv.vision = VisionConfig(kind="conv", image_size=32, patch_size=8, width=16, depth=1)
+    conv.to_yaml(tmp_path / "conv.yaml")
+    first = Trainer(_config(records, tmp_path / "conv.yaml", tmp_path / "first", steps=2), progress=False).run()
+    later = Trainer(_config(records, first, tmp_path / "later", steps=2, image_size=48), progress=False)
+    assert later.model.cfg.visual_tokens_per_image == 36 // 4  # 6 x 6 cells of 8 px, merged 4 by 4
+    closer = load_model(later.run())
+    assert closer.cfg.vision.image_size == 48
+    pixels = closer.cfg.vision.to_pixels([Image.new("RGB", (40, 48))])
+    assert closer.visual_features(pixels).shape[1] == 36
+    vit = _config(records, model_yaml, tmp_path / "vit", image_size=112)
+    with pytest.raises(ConfigError, match="image_size 112: only a conv tower takes another size than its image_size"):
+        Trainer(vit, progress=False)
+
+
 def test_box_attention_and_a_number_line_train_a_loaded_model_and_log_their_loss(records, model_yaml, tmp_path):
     from skyeye.model.config import NumberLineSettings, SkyEyeConfig
     from skyeye.model.loading import load_model

@@ -69,8 +69,9 @@ def read_config(folder: Path) -> SkyEyeConfig:
     return SkyEyeConfig.from_yaml(Path(folder) / CONFIG_FILE)
 
 
-def load_checkpoint(folder: str | Path, dtype: str | None = None):
-    """The model of a checkpoint folder; frozen parts in the config's dtype (or `dtype`), learning parts float32.
+def load_checkpoint(folder: str | Path, dtype: str | None = None, image_size: int | None = None):
+    """The model of a checkpoint folder; frozen parts in the config's dtype (or `dtype`), learning parts float32;
+    a conv tower fed images of side `image_size` when given (SkyEyeConfig.resize_input).
 
     Values are not scanned for NaN or infinity here (that would read every byte of a memory-mapped 14 GB
     file at load): the model checks its first output instead and then names the tensor (SkyEye.weight_files).
@@ -83,6 +84,8 @@ def load_checkpoint(folder: str | Path, dtype: str | None = None):
     cfg = read_config(folder)
     if dtype is not None:
         cfg.dtype = dtype
+    if image_size is not None:
+        cfg.resize_input(image_size, str(folder))
     tokenizer = load_tokenizer(resolve_tokenizer_path(cfg.tokenizer or TOKENIZER_DIR, base=folder))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

@@ -132,6 +132,18 @@ class SkyEyeConfig:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self
 
+    def resize_input(self, image_size: int, origin: str) -> SkyEyeConfig:
+        """Feeds the tower images of side `image_size`: more cells, so more visual tokens, each coded by its place
+        on the number line. Only a conv tower keeps its weights at another size (a ViT's position embeddings fit
+        one grid)."""
+        if image_size == self.vision.image_size:
+            return self
+        if self.vision.kind != "conv":
+            raise ConfigError(f"{origin}: image_size {image_size}: only a conv tower takes another size than its "
+                              f"image_size {self.vision.image_size}, not vision.kind {self.vision.kind!r}")  # fmt: skip
+        self.vision.image_size = image_size
+        return self.validate(origin)
+
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 

@@ -113,12 +113,14 @@ def load_model(
     prompt_style: str | None = None,
     merge_lora: bool = False,
     quantize: str | None = None,
+    image_size: int | None = None,
 ):
     """`dtype` and `prompt_style` (see `skyeye.prompts`) override what the source's config says; without
     `dtype`, the config's dtype adapted to the device (`compute_dtype`). `merge_lora` adds LoRA into the
     weights for inference (see SkyEye.merge_lora); a model to train or save stays unmerged. `quantize`
     ("int8", "int4") stores the LLM's Linear weights as integers for inference (the vision tower's as int8),
-    LoRA merged first (see skyeye.model.quantize)."""
+    LoRA merged first (see skyeye.model.quantize). `image_size` feeds a conv tower images of another side
+    (SkyEyeConfig.resize_input): a later training stage that looks closer."""
     from skyeye.model.quantize import check_quantization, quantize_model
     from skyeye.model.release import load_release
     from skyeye.model.skyeye import SkyEye
@@ -127,7 +129,7 @@ def load_model(
     check_quantization(quantize, target)
     path = Path(source)
     if is_checkpoint(path):
-        model = load_checkpoint(path, compute_dtype(read_config(path).dtype, target, dtype))
+        model = load_checkpoint(path, compute_dtype(read_config(path).dtype, target, dtype), image_size)
     elif path.is_file() and path.suffix in (".pth", ".pt", ".bin"):
         if eva is None or llama is None:
             raise ValueError(
@@ -135,11 +137,16 @@ def load_model(
                 "also give the EVA-CLIP-g weights (eva=/--eva eva_vit_g.pth) and the LLaMA-2-chat folder "
                 "(llama=/--llama DIR)"
             )
-        dtype = compute_dtype(load_preset("skyeyegpt-7b").dtype, target, dtype)
+        release = load_preset("skyeyegpt-7b")
+        if image_size is not None:
+            release.resize_input(image_size, str(path))
+        dtype = compute_dtype(release.dtype, target, dtype)
         model = load_release(path, eva, llama, dtype=dtype, allow_pickle=allow_pickle)
     elif is_preset(source) or path.suffix in (".yaml", ".yml") and path.is_file():
         cfg = load_preset(str(source)) if is_preset(source) else SkyEyeConfig.from_yaml(path)
         cfg.dtype = compute_dtype(cfg.dtype, target, dtype)
+        if image_size is not None:
+            cfg.resize_input(image_size, str(source))
         if llama is not None:
             tokenizer = load_tokenizer(llama)
         elif cfg.tokenizer is not None:

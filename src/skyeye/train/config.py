@@ -123,6 +123,9 @@ class TrainConfig:
     box_attention: BoxAttentionConfig = field(default_factory=BoxAttentionConfig)
     # Gives a model without one the fixed position code of model/number_line.py (it has no weights to load).
     number_line: NumberLineSettings | None = None
+    # Feeds a conv tower images of this side from this stage on (default: the model's own): a later stage may look
+    # closer, with more cells and so more visual tokens, each placed by the number line.
+    image_size: int | None = None
 
     def validate(self, origin: str) -> TrainConfig:
         problems = []

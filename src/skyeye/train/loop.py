@@ -66,7 +66,7 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.precision, cpu=not torch.cuda.is_available())
         self.out = Path(cfg.out)
         set_seed(cfg.seed)
-        model = load_model(cfg.model, seed=cfg.seed)
+        model = load_model(cfg.model, seed=cfg.seed, image_size=cfg.image_size)
         if cfg.number_line is not None:
             model.set_number_line(cfg.number_line)
         self.box_targets = self._box_attention_targets(model)
