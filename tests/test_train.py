@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -470,3 +471,44 @@ def test_box_attention_and_a_number_line_train_a_loaded_model_and_log_their_loss
     beyond = _config(records, tmp_path / "wide.yaml", tmp_path / "bad", box_attention={"weight": 1.0, "layers": [2]})
     with pytest.raises(ValueError, match="box_attention: test has 2 layers of 4 heads"):
         Trainer(beyond, progress=False)
+
+
+def _stage_yaml(path: Path, records: Path, model: str | Path, out: Path, **changes) -> Path:
+    stage = {"model": str(model), "out": str(out), "data": [{"records": str(records), "root": str(records)}],
+             "steps": 2, "batch_size": 4, "save_every": 2, "log_every": 1, "trainable": ["alignment", "lora"], **changes}  # fmt: skip
+    path.write_text(yaml.safe_dump(stage))
+    return path
+
+
+def test_one_train_command_runs_a_recipe_stage_after_stage_and_resumes_it_without_training_again(
+    records, model_yaml, tmp_path, capsys
+):
+    from skyeye.cli import main
+    from skyeye.model.loading import load_model
+
+    first = _stage_yaml(tmp_path / "first.yaml", records, model_yaml, tmp_path / "first")
+    second = _stage_yaml(tmp_path / "second.yaml", records, tmp_path / "first" / "final", tmp_path / "second")
+    assert main(["train", str(first), str(second), "steps=3", "--no-progress"]) == 0
+    assert "stage 2/2" in capsys.readouterr().err
+    logs = {run: (tmp_path / run / "metrics.jsonl").read_text() for run in ("first", "second")}
+    assert [json.loads(line)["step"] for line in logs["second"].splitlines()] == [1, 2, 3]  # the override reached it
+    weights = load_file(tmp_path / "second" / "final" / "model.safetensors")
+    assert load_model(tmp_path / "second" / "final").cfg.name == load_model(model_yaml).cfg.name
+
+    assert main(["train", str(first), str(second), "steps=3", "--resume", "--no-progress"]) == 0
+    assert {run: (tmp_path / run / "metrics.jsonl").read_text() for run in ("first", "second")} == logs
+    again = load_file(tmp_path / "second" / "final" / "model.safetensors")
+    assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in weights)
+
+
+def test_a_recipe_is_checked_whole_before_its_first_stage_trains(records, model_yaml, tmp_path, capsys):
+    from skyeye.cli import main
+
+    first = _stage_yaml(tmp_path / "first.yaml", records, model_yaml, tmp_path / "first")
+    typo = _stage_yaml(tmp_path / "typo.yaml", records, tmp_path / "first" / "final", tmp_path / "b", steps=0)
+    assert main(["train", str(first), str(typo)]) == 2
+    assert "typo.yaml: steps must be >= 1" in capsys.readouterr().err and not (tmp_path / "first").exists()
+    assert main(["train", str(first), str(first), "out=runs/x"]) == 2
+    assert "out=runs/x would apply to each of the 2 stages" in capsys.readouterr().err
+    assert main(["train", "steps=3"]) == 2
+    assert "no config before the overrides steps=3" in capsys.readouterr().err

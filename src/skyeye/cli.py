@@ -375,13 +375,17 @@ def _add_train_commands(commands) -> None:
     train = commands.add_parser(
         "train",
         help="instruction-tune a model on built records (stage 1 or 2; one process or `accelerate launch`)",
-        description="Train from a YAML config (see configs/train/). Overrides: KEY=VALUE with dotted keys, "
-        "e.g. steps=200 optim.lr=3e-4 out=runs/try. Multi-process: `accelerate launch -m skyeye.cli train ...` "
-        "or `torchrun --nproc-per-node N -m skyeye.cli train ...`.",
+        description="Train from a YAML config (see configs/train/), or from several in turn: the stages of a recipe, "
+        "each starting from the model the one before wrote (its `model` names the earlier `out`/final). Overrides "
+        "after the configs: KEY=VALUE with dotted keys, e.g. steps=200 optim.lr=3e-4 out=runs/try, applied to every "
+        "stage (`model` and `out` only to a single config). Multi-process: `accelerate launch -m skyeye.cli train "
+        "...` or `torchrun --nproc-per-node N -m skyeye.cli train ...`.",
     )
-    train.add_argument("config", type=Path, help="a training config YAML")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config fields to override")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in `out`")
+    train.add_argument("configs", nargs="+", metavar="CONFIG",
+                       help="training config YAMLs, run in order, then KEY=VALUE overrides")  # fmt: skip
+    train.add_argument("--resume", action="store_true",
+                       help="continue each stage from the latest checkpoint in its `out` (a finished stage only "
+                       "writes its final model again)")  # fmt: skip
     train.add_argument("--cache-visual", action="store_true", help="compute the frozen tower's features once")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=run_train)
@@ -440,11 +444,13 @@ def run_eval(args) -> int:
 
 
 def run_train(args) -> int:
-    from skyeye.train.config import TrainConfig
-    from skyeye.train.loop import train
+    from skyeye.train.config import load_stages
+    from skyeye.train.loop import train_stages
 
-    overrides = list(args.overrides) + (["cache_visual=true"] if args.cache_visual else [])
-    train(TrainConfig.load(args.config, overrides), resume=args.resume, progress=not args.no_progress)
+    first_override = next((i for i, item in enumerate(args.configs) if "=" in item), len(args.configs))
+    configs, overrides = args.configs[:first_override], args.configs[first_override:]
+    overrides += ["cache_visual=true"] if args.cache_visual else []
+    train_stages(load_stages(configs, overrides), resume=args.resume, progress=not args.no_progress)
     return 0
 
 

@@ -181,3 +181,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+
+# Fields that chain one stage of a recipe to the next: an override of them would point every stage at one folder.
+STAGE_FIELDS = ("model", "out")
+
+
+def load_stages(paths: list[str | Path], overrides: list[str] = ()) -> list[TrainConfig]:
+    """The configs of a training recipe, each with the same overrides, all read and checked before the first stage
+    trains (a typo in the last one stops the run now, not hours in)."""
+    if not paths:
+        raise ConfigError(f"train: no config before the overrides {' '.join(overrides)}")
+    if len(paths) > 1:
+        fixed = [o for o in overrides if o.partition("=")[0] in STAGE_FIELDS]
+        if fixed:
+            raise ConfigError(f"train: {fixed[0]} would apply to each of the {len(paths)} stages; "
+                              f"{' and '.join(STAGE_FIELDS)} are set in each stage's config")  # fmt: skip
+    return [TrainConfig.load(path, overrides) for path in paths]

@@ -9,6 +9,7 @@ exactly the step that one process computes on N × B records.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -298,8 +299,6 @@ class Trainer:
 
     def say(self, text: str) -> None:
         if self.accelerator.is_main_process:
-            import sys
-
             print(text, file=sys.stderr)
 
 
@@ -308,3 +307,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if resume and not trainer.resume():
         trainer.say(f"no checkpoint under {cfg.out}/checkpoints: starting from step 0")
     return trainer.run()
+
+
+def train_stages(stages: list[TrainConfig], resume: bool = False, progress: bool = True) -> Path:
+    """Trains the stages of a recipe in order; returns the last one's final model."""
+    from accelerate import PartialState
+
+    final = None
+    for number, cfg in enumerate(stages, 1):
+        if len(stages) > 1 and PartialState(cpu=not torch.cuda.is_available()).is_main_process:
+            print(f"stage {number}/{len(stages)}: {cfg.model} -> {cfg.out}", file=sys.stderr)
+        final = train(cfg, resume=resume, progress=progress)
+    return final
