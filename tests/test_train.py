@@ -475,7 +475,8 @@ def test_box_attention_and_a_number_line_train_a_loaded_model_and_log_their_loss
 
 def _stage_yaml(path: Path, records: Path, model: str | Path, out: Path, **changes) -> Path:
     stage = {"model": str(model), "out": str(out), "data": [{"records": str(records), "root": str(records)}],
-             "steps": 2, "batch_size": 4, "save_every": 2, "log_every": 1, "trainable": ["alignment", "lora"], **changes}  # fmt: skip
+             "steps": 2, "batch_size": 4, "save_every": 2, "log_every": 1, "trainable": ["alignment", "lora"],
+             **changes}  # fmt: skip
     path.write_text(yaml.safe_dump(stage))
     return path
 
