@@ -488,12 +488,17 @@ def test_one_train_command_runs_a_recipe_stage_after_stage_and_resumes_it_withou
     from skyeye.model.loading import load_model
 
     first = _stage_yaml(tmp_path / "first.yaml", records, model_yaml, tmp_path / "first")
-    second = _stage_yaml(tmp_path / "second.yaml", records, tmp_path / "first" / "final", tmp_path / "second")
+    second = _stage_yaml(tmp_path / "second.yaml", records, tmp_path / "first" / "final", tmp_path / "second",
+                         trainable=["alignment"])  # fmt: skip
     assert main(["train", str(first), str(second), "steps=3", "--no-progress"]) == 0
     assert "stage 2/2" in capsys.readouterr().err
     logs = {run: (tmp_path / run / "metrics.jsonl").read_text() for run in ("first", "second")}
     assert [json.loads(line)["step"] for line in logs["second"].splitlines()] == [1, 2, 3]  # the override reached it
+    trained = load_file(tmp_path / "first" / "final" / "model.safetensors")
     weights = load_file(tmp_path / "second" / "final" / "model.safetensors")
+    lora_b = [k for k in trained if "lora_B" in k]
+    assert lora_b and any(trained[k].any() for k in lora_b)  # stage 1 moved LoRA from its zero start ...
+    assert all(torch.equal(weights[k], trained[k]) for k in lora_b)  # ... and stage 2, which froze it, kept that
     assert load_model(tmp_path / "second" / "final").cfg.name == load_model(model_yaml).cfg.name
 
     assert main(["train", str(first), str(second), "steps=3", "--resume", "--no-progress"]) == 0
