@@ -378,7 +378,8 @@ def test_build_help_lists_every_bundled_recipe(capsys):
 
 
 def test_scene_records_ask_in_several_ways_over_varied_class_lists_that_hold_the_answer():
-    from skyeye.data.instructions import SCENE, SCENE_OPEN
+    from skyeye.class_lists import SCENE
+    from skyeye.data.instructions import SCENE_OPEN
     from skyeye.data.sources.base import Example
 
     classes = [f"class {letter}" for letter in "abcdefghijklmnopqrstuvwxyz"]

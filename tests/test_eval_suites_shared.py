@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from skyeye.boxes import format_box, pixel_to_grid
-from skyeye.data.instructions import SCENE
+from skyeye.class_lists import SCENE
 from skyeye.data.sources.base import ADAPTERS, SourceContext
 from skyeye.data.sources.class_names import readable
 from skyeye.eval.grounding import grounding_scores

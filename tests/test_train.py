@@ -411,7 +411,7 @@ def test_lr_scale_gives_a_part_its_own_learning_rate(model_yaml, records, tmp_pa
 
 
 def test_a_scene_question_renamed_to_another_name_of_its_class_keeps_list_and_answer_in_step():
-    from skyeye.data.instructions import SCENE
+    from skyeye.class_lists import SCENE
     from skyeye.data.record import Record
     from skyeye.train.samples import renamed_class
 

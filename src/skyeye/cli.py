@@ -366,6 +366,12 @@ def _add_eval_commands(commands) -> None:
     )
     evaluate.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     evaluate.add_argument("--num-beams", type=POSITIVE_INT, default=1, help="beam search width (default 1: greedy)")
+    evaluate.add_argument(
+        "--free-answers",
+        action="store_true",
+        help="let answers to a question that lists classes say anything, as SkyEyeGPT's own evaluation does "
+        "(default: one of the listed names, as `skyeye ask`, chat, the web app and the API answer)",
+    )
     evaluate.add_argument("--spice", action="store_true", help="also SPICE for captions (needs its model download)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
@@ -440,6 +446,7 @@ def run_eval(args) -> int:
         args.suite, lambda: _load(args), args.data_root, args.out, split=args.split, limit=args.limit,
         batch_size=args.batch_size, progress=not args.no_progress, spice=args.spice, restart=args.restart,
         model_source=args.model or default_source(), max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+        listed_only=not args.free_answers,
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable
 
 from skyeye.boxes import format_box, format_phrase, pixel_to_grid
+from skyeye.class_lists import SCENE, SCENE_PHRASINGS
 from skyeye.data.record import Record
 from skyeye.data.sources.base import Example, Reject
 from skyeye.prompts import TASKS as TASK_IDENTIFIERS
@@ -73,19 +74,6 @@ PRESENCE = [
     "Is there a {name} in the image?",
     "Does this image contain any {plural}?",
     "Are there {plural} in this image?",
-]
-# The standard scene-classification prompt (GeoChat's, used by SkyEyeGPT's evaluation); evaluation asks it.
-SCENE = (
-    "Classify the image within one of the given classes: {classes}. Answer it using the above category word or phrase."
-)
-# Training asks it half the time and otherwise in other words, over a shuffled sample of the classes, so the
-# model learns to pick from whatever list it is given rather than one question about one fixed list.
-SCENE_PHRASINGS = [
-    "Which of these scene classes does the image belong to: {classes}? Answer with one class.",
-    "Pick the category of this remote sensing image from: {classes}.",
-    "Classes: {classes}. Which class best describes this image?",
-    "What kind of scene is this? Choose one of: {classes}.",
-    "Categorize this aerial image as one of {classes}. Reply with the category name only.",
 ]
 SCENE_OPEN = ["What type of scene is this?", "What is the theme of this picture?", "What is this area used for?"]
 FEWEST_CLASSES = 4

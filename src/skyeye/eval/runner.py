@@ -229,7 +229,7 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
         raise ValueError(f"suite {suite.name}: no items in split {split} under {root}")
     items = items[:limit] if limit else items
     # Every setting the answers depend on is passed explicitly, so that run.json records what was used.
-    decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, **generation}
+    decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, "listed_only": True, **generation}
     run = run_identity(suite.name, split, limit, items, model, model_source, decoding, suite.opening)
     started = time.perf_counter()
     rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, processes, **decoding)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from skyeye.boxes import box_area
+from skyeye.class_lists import SCENE
 from skyeye.settings import ConfigError, build, read_yaml_mapping
 
 if TYPE_CHECKING:
@@ -211,8 +212,6 @@ def _reg_items(examples: list[Example]) -> list[Item]:
 
 
 def _scene_items(examples: list[Example]) -> list[Item]:
-    from skyeye.data.instructions import SCENE
-
     return [
         Item(example.key, example.images, SCENE.format(classes=", ".join(example.fields["classes"])), "scene",
              {"answer": example.fields["label"], "classes": list(example.fields["classes"])})

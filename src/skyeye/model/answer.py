@@ -138,14 +138,23 @@ def _generate(model, prepared: _Prepared, **generation) -> list[Answer]:
     started = time.perf_counter()
     embeds = model.embed(batch["input_ids"], batch["image_mask"], prepared.pixels)
     encoded_images = time.perf_counter()
-    output = _llm_generate(model, embeds, batch["attention_mask"], **generation)
+    output = _llm_generate(model, embeds, batch["attention_mask"], _questions(prepared), **generation)
     timings = {"vision_s": encoded_images - started, "generate_s": time.perf_counter() - encoded_images}
     return _answers(model, prepared, output, timings)
 
 
-def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, **generation) -> torch.Tensor:
-    """The generated tokens of every row (`generate` on input embeddings returns no prompt tokens)."""
+def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, questions: list[str],
+                  listed_only: bool = True, **generation) -> torch.Tensor:  # fmt: skip
+    """The generated tokens of every row (`generate` on input embeddings returns no prompt tokens). With
+    `listed_only` a row whose question lists classes answers with one of them (`skyeye.model.listed_answers`)."""
+    from transformers import LogitsProcessorList
+
+    from skyeye.model.listed_answers import listed_answers
+
     tokenizer = model.tokenizer
+    processor = listed_answers(questions, tokenizer, generation.get("num_beams", 1)) if listed_only else None
+    if processor is not None:
+        generation["logits_processor"] = LogitsProcessorList([processor, *generation.get("logits_processor", [])])
     return model.llama_model.generate(
         inputs_embeds=embeds,
         attention_mask=attention_mask,
@@ -153,6 +162,10 @@ def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, **g
         pad_token_id=tokenizer.pad_token_id,
         **{"do_sample": False, "num_beams": 1, **generation},
     )
+
+
+def _questions(prepared: _Prepared) -> list[str]:
+    return [conversation.turns[-1].user for conversation in prepared.conversations]
 
 
 def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str, float]) -> list[Answer]:
@@ -316,7 +329,8 @@ def continue_conversation(
     embeds = model.embed(batch["input_ids"], slots, features=features)
     encoded_images = time.perf_counter()
     extra = {} if past is None else {_cache_argument(model.llama_model): past}
-    output = _llm_generate(model, embeds, batch["attention_mask"], max_new_tokens=max_new_tokens, **extra, **generation)
+    output = _llm_generate(model, embeds, batch["attention_mask"], _questions(prepared), max_new_tokens=max_new_tokens,
+                           **extra, **generation)  # fmt: skip
     timings = {"vision_s": encoded_images - started, "generate_s": time.perf_counter() - encoded_images,
                "prompt_tokens": len(ids), "reused_tokens": reused}  # fmt: skip
     if past is not None:
