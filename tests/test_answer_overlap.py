@@ -66,7 +66,7 @@ def test_boxes_are_in_the_full_images_pixels_when_the_image_comes_already_resize
     box_text = "{<10><20><30><40>}"
     ids = small_model.tokenizer(box_text, add_special_tokens=False)["input_ids"]
 
-    def stand_in_decoder(model, embeds, attention_mask, **generation):
+    def stand_in_decoder(model, embeds, attention_mask, questions, **generation):
         return torch.tensor([ids] * embeds.shape[0])
 
     monkeypatch.setattr(answer_module, "_llm_generate", stand_in_decoder)
