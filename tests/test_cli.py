@@ -338,3 +338,20 @@ def test_boxes_drawn_is_said_only_when_there_were_boxes(odd_images, whole_image_
     err = capsys.readouterr().err
     assert "drawn to" not in err and f"no boxes in the answer; {drawn} written without boxes" in err
     assert drawn.is_file()
+
+
+def test_ask_keeps_a_class_list_answer_to_the_list_unless_told_to_answer_freely(capsys):
+    from skyeye.class_lists import SCENE
+
+    # Names the bundled model never learned: free, it answers in its own words.
+    names = ["alpha site", "beta site", "gamma site"]
+    question = SCENE.format(classes=", ".join(names))
+    answers = {}
+    for free in (False, True):
+        image = str(Path(__file__).parent.parent / "examples" / "scene.png")
+        code = main(["ask", image, question, "--json"] + (["--free-answers"] if free else []))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        answers[free] = json.loads(out)["answer"]
+    assert answers[False] in names
+    assert answers[True] not in names

@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64)
     ask.add_argument("--num-beams", type=POSITIVE_INT, default=1, help="beam search width (1: greedy)")
     ask.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    ask.add_argument(
+        "--free-answers",
+        action="store_true",
+        help="let the answer to a question that lists classes say anything (default: one of the listed names)",
+    )
     ask.add_argument("--temperature", type=_ranged(float, 0, low_excluded=True), default=1.0)
     ask.add_argument("--top-p", type=_ranged(float, 0, 1, low_excluded=True), default=0.9)
     ask.add_argument("--seed", type=int, default=0, help="seed for sampling and for random preset weights")
@@ -590,7 +595,11 @@ def run_ask(args) -> int:
     if args.draw:
         _check_writable_image(args.draw)  # before the model answers: a late failure would lose the answer
     model = _load(args)
-    generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    generation = {
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "listed_only": not args.free_answers,
+    }
     if args.sample:
         import torch
 
