@@ -74,3 +74,34 @@ def test_map_the_merged_rsvqa_hr_scene_skips_its_nodata_gap(tmp_path, capsys):
     assert "tiles: 12 (12 read now), 10 answered, 2 skipped (no valid pixel)" in out
     layer = geopandas.read_file(tmp_path / "captions.fgb")
     assert len(layer) == 10 and layer.crs == "EPSG:3857"
+
+
+def test_a_scene_map_with_a_legend_labels_every_tile_with_one_of_its_classes(tmp_path, capsys):
+    bands = paint(np.full((3, 150, 170), 60, dtype=np.uint8), {200: (20, 30, 60, 70)}, band=1)
+    scene = write_raster(tmp_path / "scene.tif", bands)
+    legend = ["built-up", "cropland", "open water", "woodland"]  # a land-cover legend, not names it was trained on
+    code, out, err = _run(capsys, scene, "--task", "scene", "--classes", " , ".join(legend), "--out",
+                          tmp_path / "landuse.gpkg", "--tile-size", "96", "--overlap", "16")  # fmt: skip
+    assert code == 0, err
+    layer = geopandas.read_file(tmp_path / "landuse.gpkg")
+    assert len(layer) == 4 and set(layer.label) <= set(legend)
+    assert set(layer.question) == {f"Classify the image within one of the given classes: {', '.join(legend)}. "
+                                   "Answer it using the above category word or phrase."}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--task", "caption", "--classes", "forest, river"], "--classes goes with --task scene"),
+        (["--task", "scene", "--classes", "forest, river", "--question", "Which?"], "takes the place of --question"),
+        (["--task", "scene", "--classes", "forest"], "give two or more comma-separated class names"),
+        (["--task", "scene", "--classes", "forest,,river"], "none of them empty"),
+    ],
+)
+def test_a_bad_legend_is_refused_before_loading_the_model(options, message, tmp_path, capsys, monkeypatch):
+    import skyeye.cli
+
+    monkeypatch.setattr(skyeye.cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    scene = write_raster(tmp_path / "scene.tif", np.ones((3, 10, 10), dtype=np.uint8))
+    code, _, err = _run(capsys, scene, *options, "--out", tmp_path / "x.gpkg")
+    assert code == 2 and message in err

@@ -33,6 +33,15 @@ def _pattern(template: str) -> re.Pattern:
 PATTERNS = [_pattern(template) for template in [SCENE, *SCENE_PHRASINGS]]
 
 
+def class_list_question(names: str) -> str:
+    """The standard class-list question over comma-separated `names` (a map's legend); ValueError naming what is
+    wrong when fewer than two names are given or one is empty."""
+    listed = [" ".join(name.split()) for name in names.split(",")]
+    if len(listed) < 2 or not all(listed):
+        raise ValueError(f"--classes {names!r}: give two or more comma-separated class names, none of them empty")
+    return SCENE.format(classes=", ".join(listed))
+
+
 def listed_classes(question: str) -> list[str] | None:
     """The class names a question in one of the class-list phrasings offers (with or without a task identifier),
     in its order; None for any other question or a list of fewer than two names."""

@@ -304,6 +304,11 @@ def _add_map_command(commands) -> None:
         "--question",
         help="the question (vqa), phrase (detection) or expression (grounding); caption and scene have defaults",
     )
+    map_.add_argument(
+        "--classes",
+        help="with --task scene: the legend, comma-separated (e.g. 'forest, farmland, river, dense residential'); "
+        "each tile is asked the standard class-list question and labelled with one of these names",
+    )
     map_.add_argument("--out", type=Path, required=True, help=f"the layer to write ({', '.join(DRIVERS)})")
     map_.add_argument(
         "--bands",

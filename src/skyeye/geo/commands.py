@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from skyeye.class_lists import class_list_question
 from skyeye.geo.layer import DRIVERS, driver_for
 from skyeye.geo.mapper import MapResult, expand_scenes, map_question, map_scenes
 from skyeye.geo.stretch import parse_stretch
@@ -11,6 +12,10 @@ from skyeye.geo.stretch import parse_stretch
 
 def run_map(args, load_model: Callable[[], object], model_name: str) -> int:
     """Run `skyeye map` from parsed arguments; `load_model` is called once the options are known to be good."""
+    if args.classes is not None:
+        if args.task != "scene" or args.question:
+            raise ValueError("--classes goes with --task scene and takes the place of --question")
+        args.question = class_list_question(args.classes)
     map_question(args.task, args.question)
     driver_for(args.out)
     parse_stretch(args.stretch)
