@@ -49,6 +49,8 @@ def test_answers_to_class_lists_are_listed_names_and_other_questions_are_left_al
         assert listed[0].text in NAMES and listed[1].text in NAMES and listed[3].text in ("harbor", "meadow")
         free_again = small_model.ask_many(images, questions, max_new_tokens=12, num_beams=beams, listed_only=False)
         assert listed[2].text == free_again[2].text, "a question without a list answers as without the constraint"
+    sampled = small_model.ask_many(images, questions, max_new_tokens=12, do_sample=True, temperature=2.0)
+    assert sampled[0].text in NAMES and sampled[3].text in ("harbor", "meadow")
 
 
 def test_a_chat_turn_that_lists_classes_answers_with_one_of_them(small_model):

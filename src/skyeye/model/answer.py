@@ -152,7 +152,7 @@ def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, que
     from skyeye.model.listed_answers import listed_answers
 
     tokenizer = model.tokenizer
-    processor = listed_answers(questions, tokenizer, generation.get("num_beams", 1)) if listed_only else None
+    processor = listed_answers(questions, tokenizer) if listed_only else None
     if processor is not None:
         generation["logits_processor"] = LogitsProcessorList([processor, *generation.get("logits_processor", [])])
     return model.llama_model.generate(

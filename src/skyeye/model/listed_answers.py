@@ -29,15 +29,16 @@ def _trie(names: list[str], tokenizer) -> Trie:
 class ListedAnswers(LogitsProcessor):
     """Masks, in each constrained row, every token that no listed name continues with."""
 
-    def __init__(self, tries: list[Trie | None], num_beams: int = 1):
-        self.tries, self.num_beams = tries, num_beams
+    def __init__(self, tries: list[Trie | None]):
+        self.tries = tries
         self.start: int | None = None  # where the answers begin in the ids generate hands over
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.start is None:
             self.start = input_ids.shape[1]
+        rows_per_question = input_ids.shape[0] // len(self.tries)  # beams or several answers per question
         for row, ids in enumerate(input_ids[:, self.start :].tolist()):
-            node = self.tries[row // self.num_beams]
+            node = self.tries[row // rows_per_question]
             for token in ids:
                 node = None if node is None else node.get(token)
             if node:  # None: unconstrained, or a finished answer generate only pads
@@ -48,9 +49,9 @@ class ListedAnswers(LogitsProcessor):
         return scores
 
 
-def listed_answers(questions: list[str], tokenizer, num_beams: int = 1) -> ListedAnswers | None:
+def listed_answers(questions: list[str], tokenizer) -> ListedAnswers | None:
     """A processor for a batch whose rows ask `questions`, or None when none of them lists classes."""
     lists = [listed_classes(question) for question in questions]
     if not any(lists):
         return None
-    return ListedAnswers([_trie(names, tokenizer) if names else None for names in lists], num_beams)
+    return ListedAnswers([_trie(names, tokenizer) if names else None for names in lists])
