@@ -52,6 +52,17 @@ def test_empty_questions_take_the_task_default_or_are_refused():
         question_for("Visual question answering", "", 10, 10)
 
 
+def test_scene_classification_turns_typed_class_names_into_the_class_list_question():
+    from skyeye.class_lists import listed_classes
+
+    question, task = question_for("Scene classification", "forest, river,  parking lot", 10, 10)
+    assert task == "scene" and listed_classes(question) == ["forest", "river", "parking lot"]
+    typed = "Is it a forest, a river or a farm?"
+    assert question_for("Scene classification", typed, 10, 10) == (typed, "scene"), "a question stays as typed"
+    with pytest.raises(ValueError, match="none of them empty"):
+        question_for("Scene classification", "forest,,river", 10, 10)
+
+
 def test_an_overlong_question_is_refused_before_it_reaches_the_model():
     with pytest.raises(ValueError, match="2001 characters long; at most 2000"):
         question_for("Free chat", "x" * 2001, 10, 10)

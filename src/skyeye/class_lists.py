@@ -38,7 +38,7 @@ def class_list_question(names: str) -> str:
     wrong when fewer than two names are given or one is empty."""
     listed = [" ".join(name.split()) for name in names.split(",")]
     if len(listed) < 2 or not all(listed):
-        raise ValueError(f"--classes {names!r}: give two or more comma-separated class names, none of them empty")
+        raise ValueError(f"class list {names!r}: give two or more comma-separated class names, none of them empty")
     return SCENE.format(classes=", ".join(listed))
 
 

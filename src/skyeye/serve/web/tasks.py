@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from skyeye.boxes import format_box, parse_boxes, pixel_to_grid
+from skyeye.class_lists import class_list_question
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class WebTask:
     hint: str  # shown in the empty question box
     default: str = ""  # asked when the question box is left empty
     region_template: str | None = None  # region tasks: the question, with {box} for the grid box
+    takes_classes: bool = False  # typed comma-separated names become the class-list question over them
 
 
 WEB_TASKS: dict[str, WebTask] = {
@@ -30,7 +32,10 @@ WEB_TASKS: dict[str, WebTask] = {
         "identify", "A box in pixels: x1, y1, x2, y2", region_template="describe this object in {box}"
     ),
     "Scene classification": WebTask(
-        "scene", "Leave empty to ask for the scene class", "What is the theme of this picture?"
+        "scene",
+        "Leave empty to ask for the scene class, or list the classes to choose from: forest, river, farmland",
+        "What is the theme of this picture?",
+        takes_classes=True,
     ),
 }
 
@@ -48,10 +53,18 @@ def question_for(label: str, typed: str, width: int, height: int) -> tuple[str, 
         raise ValueError(f"the question is {len(typed)} characters long; at most {MAX_QUESTION_CHARS} are accepted")
     if spec.region_template is not None:
         return spec.region_template.format(box=_region(typed, width, height)), spec.task
+    if spec.takes_classes and _is_name_list(typed):
+        return class_list_question(typed), spec.task
     question = typed or spec.default
     if not question:
         raise ValueError(f"type a question for {label.lower()}")
     return question, spec.task
+
+
+def _is_name_list(typed: str) -> bool:
+    """Whether `typed` lists names ("forest, river, farmland") rather than asking a question or saying a sentence,
+    which may hold commas too."""
+    return "," in typed and not re.search(r"[?.!:]", typed) and all(len(name.split()) <= 4 for name in typed.split(","))
 
 
 def _region(typed: str, width: int, height: int) -> str:
