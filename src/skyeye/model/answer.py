@@ -2,7 +2,8 @@
 
 Generation is transformers' `generate` on input embeddings (KV cache on): greedy by default; sampling
 (`do_sample=True, temperature, top_p`) and beam search (`num_beams`) pass straight through. Batches are
-left-padded so every prompt ends at the last column, and answers stop at the end token. The next
+left-padded so every prompt ends at the last column, and answers stop at the end token. A question that lists
+the classes to answer with gets one of them (`listed_only`, see `skyeye.model.listed_answers`). The next
 batch's images are read and resized in a worker thread while the current one generates (`iter_answers`).
 
 A conversation answered turn after turn (`continue_conversation`, as `ImageChat` does for `skyeye chat` and the
