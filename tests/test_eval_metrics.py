@@ -361,3 +361,32 @@ def test_caption_scores_reject_mismatched_keys():
         caption_scores(CAPTION_REFERENCES, {**CAPTION_HYPOTHESES, "5": "an extra caption"})
     with pytest.raises(ValueError, match="differ"):
         caption_scores(CAPTION_REFERENCES, {k: v for k, v in CAPTION_HYPOTHESES.items() if k != "4"})
+
+
+@pytest.mark.parametrize(
+    ("hits", "n", "low", "high"),
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson score).
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_the_wilson_interval_matches_newcombes_published_examples(hits, n, low, high):
+    from skyeye.eval.interval import wilson_interval
+
+    assert wilson_interval(hits / n, n) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_tables_of_proportions_say_how_wide_their_interval_is_and_caption_tables_do_not():
+    from skyeye.eval.runner import score
+    from skyeye.eval.suites import Suite
+    from skyeye.eval.table import format_table
+
+    scene = Suite("aid-scene", "scene", "val", [])
+    rows = [{"prediction": p, "reference": {"answer": "forest", "classes": ["forest", "river"]}}
+            for p in ["forest"] * 7 + ["river"] * 50]  # fmt: skip
+    table = format_table(scene, {"split": "val", "items": 57, "metrics": score(scene, rows)})
+    from skyeye.eval.interval import wilson_interval
+
+    low, high = wilson_interval(7 / 57, 57)
+    assert f"accuracy 12.28 on 57 items: 95% interval {100 * low:.1f}-{100 * high:.1f} (Wilson)" in table
+    captions = Suite("ucm-captions", "captioning", "test", [])
+    metrics = {"BLEU-4": 0.5, "CIDEr": 2.0}
+    assert "interval" not in format_table(captions, {"split": "val", "items": 3, "metrics": metrics})

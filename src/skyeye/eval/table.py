@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skyeye.eval.grounding import PER_CLASS_ACCURACY
+from skyeye.eval.interval import wilson_interval
 from skyeye.eval.record import describe_run
 from skyeye.eval.suites import Suite
 
@@ -58,4 +59,29 @@ def format_table(suite: Suite, report: dict) -> str:
             f"{off_list['count']:,} answers named no class of the list (most often: {common}); "
             f"{off_list['another_name']:,} of them named the right class by another of its names."
         )
+    spread = _interval_line(suite.metric, report["metrics"])
+    if spread:
+        lines.append(spread)
     return "\n".join(lines)
+
+
+def _headline_rate(metric: str, metrics: dict) -> tuple[str, float, int] | None:
+    """The suite's main proportion (name, rate, items), or None for captioning, whose scores are no proportions."""
+    if metric == "grounding":
+        return "Acc@0.5", metrics["Acc@0.5"], metrics["n"]
+    if metric == "vqa" and metrics.get("OA") is not None:
+        rated = sum(result["n"] for kind, result in metrics["per_type"].items() if kind != "count")
+        return "OA", metrics["OA"], rated
+    if metric == "scene":
+        return "accuracy", metrics["accuracy"], metrics["n"]
+    return None
+
+
+def _interval_line(metric: str, metrics: dict) -> str | None:
+    headline_rate = _headline_rate(metric, metrics)
+    if headline_rate is None:
+        return None
+    name, rate, n = headline_rate
+    low, high = wilson_interval(rate, n)
+    return (f"{name} {100 * rate:.2f} on {n:,} items: 95% interval {100 * low:.1f}-{100 * high:.1f} (Wilson); "
+            "runs whose intervals overlap widely are not told apart by this suite.")  # fmt: skip
