@@ -33,11 +33,17 @@ def _pattern(template: str) -> re.Pattern:
 PATTERNS = [_pattern(template) for template in [SCENE, *SCENE_PHRASINGS]]
 
 
+def _names(text: str) -> list[str] | None:
+    """The comma-separated names of `text`, each with its spaces collapsed; None unless two or more, none empty."""
+    names = [" ".join(name.split()) for name in text.split(",")]
+    return names if len(names) >= 2 and all(names) else None
+
+
 def class_list_question(names: str) -> str:
     """The standard class-list question over comma-separated `names` (a map's legend); ValueError naming what is
     wrong when fewer than two names are given or one is empty."""
-    listed = [" ".join(name.split()) for name in names.split(",")]
-    if len(listed) < 2 or not all(listed):
+    listed = _names(names)
+    if listed is None:
         raise ValueError(f"class list {names!r}: give two or more comma-separated class names, none of them empty")
     return SCENE.format(classes=", ".join(listed))
 
@@ -52,6 +58,5 @@ def listed_classes(question: str) -> list[str] | None:
     for pattern in PATTERNS:
         match = pattern.fullmatch(text)
         if match:
-            names = [name.strip() for name in match["classes"].split(",")]
-            return names if len(names) >= 2 and all(names) else None
+            return _names(match["classes"])
     return None

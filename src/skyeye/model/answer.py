@@ -30,6 +30,7 @@ from skyeye.model.inputs import collate, encode
 from skyeye.prompts import Conversation, render_text
 
 DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_LISTED_ONLY = True  # a question that lists classes is answered with one of them
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _generate(model, prepared: _Prepared, **generation) -> list[Answer]:
 
 
 def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, questions: list[str],
-                  listed_only: bool = True, **generation) -> torch.Tensor:  # fmt: skip
+                  listed_only: bool = DEFAULT_LISTED_ONLY, **generation) -> torch.Tensor:  # fmt: skip
     """The generated tokens of every row (`generate` on input embeddings returns no prompt tokens). With
     `listed_only` a row whose question lists classes answers with one of them (`skyeye.model.listed_answers`)."""
     from transformers import LogitsProcessorList
