@@ -210,6 +210,7 @@ def _interrupted(root, out, after: int = 2) -> None:
         ({}, {"num_beams": 3}, "decoding.num_beams: 1 there, 3 now"),
         ({}, {"max_new_tokens": 8}, "decoding.max_new_tokens: 64 there, 8 now"),
         ({}, {"listed_only": False}, "decoding.listed_only: True there, False now"),
+        ({}, {"refine_boxes": False}, "decoding.refine_boxes: True there, False now"),
         ({}, {"limit": 1}, "limit: None there, 1 now"),
     ],
 )

@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the answer to a question that lists classes say anything (default: one of the listed names)",
     )
+    ask.add_argument(
+        "--raw-boxes",
+        action="store_true",
+        help="keep the boxes as the decoder wrote them (default: a model with a box refiner moves them onto the "
+        "objects it detects)",
+    )
     ask.add_argument("--temperature", type=_ranged(float, 0, low_excluded=True), default=1.0)
     ask.add_argument("--top-p", type=_ranged(float, 0, 1, low_excluded=True), default=0.9)
     ask.add_argument("--seed", type=int, default=0, help="seed for sampling and for random preset weights")
@@ -382,6 +388,12 @@ def _add_eval_commands(commands) -> None:
         help="let answers to a question that lists classes say anything, as SkyEyeGPT's own evaluation does "
         "(default: one of the listed names, as `skyeye ask`, chat, the web app and the API answer)",
     )
+    evaluate.add_argument(
+        "--raw-boxes",
+        action="store_true",
+        help="score the boxes as the decoder wrote them, as SkyEyeGPT's own evaluation does (default: a model "
+        "with a box refiner moves them onto the objects it detects, as every front end does)",
+    )
     evaluate.add_argument("--spice", action="store_true", help="also SPICE for captions (needs its model download)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
@@ -456,7 +468,7 @@ def run_eval(args) -> int:
         args.suite, lambda: _load(args), args.data_root, args.out, split=args.split, limit=args.limit,
         batch_size=args.batch_size, progress=not args.no_progress, spice=args.spice, restart=args.restart,
         model_source=args.model or default_source(), max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-        listed_only=not args.free_answers,
+        listed_only=not args.free_answers, refine_boxes=not args.raw_boxes,
     )  # fmt: skip
 
 
@@ -604,6 +616,7 @@ def run_ask(args) -> int:
         "max_new_tokens": args.max_new_tokens,
         "num_beams": args.num_beams,
         "listed_only": not args.free_answers,
+        "refine_boxes": not args.raw_boxes,
     }
     if args.sample:
         import torch

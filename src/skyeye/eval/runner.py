@@ -210,7 +210,7 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
               model_source: str | None = None, **generation) -> dict | None:  # fmt: skip
     """Asks, saves and scores; `restart` discards another run's answers in `out`, `model_source` labels the model.
     Under a launch of several processes, only the main one returns the report (the others None)."""
-    from skyeye.model.answer import DEFAULT_LISTED_ONLY, DEFAULT_MAX_NEW_TOKENS
+    from skyeye.model.answer import DEFAULT_LISTED_ONLY, DEFAULT_MAX_NEW_TOKENS, DEFAULT_REFINE_BOXES
 
     require_tools(suite)
     split = split or suite.split
@@ -229,7 +229,8 @@ def run_suite(model, suite: Suite, root: Path, out: Path, split: str | None = No
         raise ValueError(f"suite {suite.name}: no items in split {split} under {root}")
     items = items[:limit] if limit else items
     # Every setting the answers depend on is passed explicitly, so that run.json records what was used.
-    decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, "listed_only": DEFAULT_LISTED_ONLY, **generation}
+    decoding = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **GREEDY, "listed_only": DEFAULT_LISTED_ONLY,
+                "refine_boxes": DEFAULT_REFINE_BOXES, **generation}  # fmt: skip
     run = run_identity(suite.name, split, limit, items, model, model_source, decoding, suite.opening)
     started = time.perf_counter()
     rows = predict(model, suite, items, root, out, run, batch_size, progress, restart, processes, **decoding)

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from skyeye.boxes import FoundBox, find_boxes
+from skyeye.boxes import FoundBox, find_boxes, parse_boxes
 from skyeye.images import LoadedImage, load_image
 from skyeye.model.inputs import collate, encode
 from skyeye.prompts import Conversation, render_text
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_LISTED_ONLY = True  # a question that lists classes is answered with one of them
+DEFAULT_REFINE_BOXES = True  # a model with a box refiner moves the boxes it writes onto the objects it detects
 
 
 @dataclass
@@ -135,14 +136,14 @@ def _prepare(model, images, texts, tasks, histories, with_pixels: bool = True) -
 
 
 @torch.inference_mode()
-def _generate(model, prepared: _Prepared, **generation) -> list[Answer]:
+def _generate(model, prepared: _Prepared, refine_boxes: bool = DEFAULT_REFINE_BOXES, **generation) -> list[Answer]:
     batch = prepared.batch
     started = time.perf_counter()
     embeds = model.embed(batch["input_ids"], batch["image_mask"], prepared.pixels)
     encoded_images = time.perf_counter()
     output = _llm_generate(model, embeds, batch["attention_mask"], _questions(prepared), **generation)
     timings = {"vision_s": encoded_images - started, "generate_s": time.perf_counter() - encoded_images}
-    return _answers(model, prepared, output, timings)
+    return _answers(model, prepared, output, timings, refine_boxes)
 
 
 def _llm_generate(model, embeds: torch.Tensor, attention_mask: torch.Tensor, questions: list[str],
@@ -170,12 +171,23 @@ def _questions(prepared: _Prepared) -> list[str]:
     return [conversation.turns[-1].user for conversation in prepared.conversations]
 
 
-def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str, float]) -> list[Answer]:
-    """Each row's answer, recorded in its conversation, with its boxes in the pixels of its image."""
+def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str, float],
+             refine_boxes: bool) -> list[Answer]:  # fmt: skip
+    """Each row's answer, recorded in its conversation, with its boxes in the pixels of its image (moved by the
+    model's box refiner, when it has one and `refine_boxes`: see model/box_refiner.py)."""
     tokenizer = model.tokenizer
     answers = []
+    first_frame = 0  # of this row's frames, in prepared.pixels
     for row, conversation in enumerate(prepared.conversations):
         text = tokenizer.decode(output[row], skip_special_tokens=True).strip()
+        frames = prepared.frames[row]
+        # A box names a place in one image; with several, which one it is in is not known.
+        if refine_boxes and model.box_refiner is not None and len(frames) == 1 and parse_boxes(text):
+            pixels = prepared.pixels[first_frame : first_frame + 1] if prepared.pixels is not None else None
+            if pixels is None:  # a conversation's cache kept the image's features, not its pixels
+                pixels = model.cfg.vision.to_pixels([frames[0].image]).to(model.device)
+            text = model.box_refiner.refine(text, pixels)
+        first_frame += len(frames)
         new_tokens = _generated_length(output[row], tokenizer.eos_token_id)
         # The frame of the boxes is the full image, also when the caller passed it already resized for the model.
         width, height = prepared.frames[row][0].original_size
@@ -299,6 +311,7 @@ def continue_conversation(
     task: str | None = None,
     history: Conversation | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    refine_boxes: bool = DEFAULT_REFINE_BOXES,
     **generation,
 ) -> Answer:
     """`model.ask` about the cache's image after `history`, with the answer recomputing from scratch would give,
@@ -337,7 +350,7 @@ def continue_conversation(
                "prompt_tokens": len(ids), "reused_tokens": reused}  # fmt: skip
     if past is not None:
         cache._keep(ids + output[0].tolist(), past)
-    return _answers(model, prepared, output, timings)[0]
+    return _answers(model, prepared, output, timings, refine_boxes)[0]
 
 
 def _cache_argument(llm) -> str:

@@ -85,6 +85,14 @@ class NumberLineSettings:
 
 
 @dataclass
+class BoxRefinerSettings:
+    """A box refiner (model/box_refiner.py): a conv tower of the vision tower's shape with a dense head over these
+    object classes, which moves the boxes the decoder writes onto the objects it detects."""
+
+    classes: list[str]
+
+
+@dataclass
 class SkyEyeConfig:
     name: str = "custom"
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -100,6 +108,7 @@ class SkyEyeConfig:
     dtype: str = "float32"
     prompt_style: str = "skyeye"
     number_line: NumberLineSettings = field(default_factory=NumberLineSettings)
+    box_refiner: BoxRefinerSettings | None = None
 
     @property
     def visual_tokens_per_image(self) -> int:
@@ -128,6 +137,11 @@ class SkyEyeConfig:
                 problems.append(f"number_line.{name} must be >= 0 (0: off), got {getattr(self.number_line, name)}")
         if self.lora.r < 0:
             problems.append("lora.r must be >= 0")
+        if self.box_refiner is not None:
+            if v.kind != "conv":
+                problems.append(f"box_refiner needs a conv vision tower, not vision.kind {v.kind!r}")
+            if not self.box_refiner.classes or len(set(self.box_refiner.classes)) != len(self.box_refiner.classes):
+                problems.append("box_refiner.classes must name one or more classes, each once")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

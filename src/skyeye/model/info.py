@@ -18,6 +18,7 @@ PART_TITLES = {
     "alignment": "alignment layer (llama_proj)",
     "llm": "LLM (LLaMA)",
     "lora": "LoRA adapters",
+    "box_refiner": "box refiner (tower + dense head)",
 }
 
 
@@ -83,6 +84,11 @@ def describe(source: str | Path) -> str:
             f"r {lora.r}, alpha {lora.alpha}, dropout {lora.dropout} on {', '.join(lora.target_modules)}"
             if lora.r
             else "none"
+        ),
+        *(
+            [f"  boxes     moved by a box refiner onto the objects it detects ({', '.join(cfg.box_refiner.classes)})"]
+            if cfg.box_refiner
+            else []
         ),
         "",
         f"  {'part':<32}{'trainable':>16}{'frozen':>16}",

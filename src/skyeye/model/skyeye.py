@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from skyeye.model.box_refiner import BoxRefiner
 from skyeye.model.checkpoint import CheckpointError
-from skyeye.model.config import ConfigError, NumberLineSettings, SkyEyeConfig
+from skyeye.model.config import BoxRefinerSettings, ConfigError, NumberLineSettings, SkyEyeConfig
 from skyeye.model.number_line import NumberLine
 from skyeye.model.vision import build_vision_tower
 
@@ -85,6 +86,7 @@ class SkyEye(nn.Module):
         self.llama_model = llm if llm is not None else LlamaForCausalLM(llama_config(cfg))
         self.number_line: NumberLine | None = None
         self.set_number_line(cfg.number_line)
+        self.box_refiner = BoxRefiner(cfg.vision, cfg.box_refiner.classes) if cfg.box_refiner else None
         if cfg.lora.r:
             self._inject_lora()
         self.set_trainable(cfg.trainable)
@@ -110,6 +112,23 @@ class SkyEye(nn.Module):
             raise ConfigError(f"{self.cfg.name}: number_line needs the tokenizer (its coordinate tokens)")
         self.number_line = NumberLine(self.cfg, self.tokenizer)
         self.number_line.install(self.llama_model)
+
+    def add_box_refiner(self, classes: list[str]) -> BoxRefiner:
+        """Gives the model a fresh box refiner over `classes` (or keeps the one it has over the same classes), its
+        tower starting from the vision tower's weights, and records it in the config."""
+        if self.box_refiner is not None:
+            if self.box_refiner.classes != list(classes):
+                raise ConfigError(f"{self.cfg.name}: the model's box refiner knows {self.box_refiner.classes}, "
+                                  f"not {list(classes)}")  # fmt: skip
+            return self.box_refiner
+        settings = BoxRefinerSettings(list(classes))
+        self.cfg.box_refiner = settings
+        self.cfg.validate(self.cfg.name)
+        refiner = BoxRefiner(self.cfg.vision, settings.classes).to(self.device)
+        refiner.tower.load_state_dict(self.visual_encoder.state_dict())
+        refiner.requires_grad_(False)
+        self.box_refiner = refiner
+        return refiner
 
     def _inject_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -202,6 +221,8 @@ class SkyEye(nn.Module):
         super().train(mode)
         if not any(p.requires_grad for p in self.visual_encoder.parameters()):
             self.visual_encoder.eval()
+        if self.box_refiner is not None:  # trained only on its own (train/box_refiner.py)
+            self.box_refiner.eval()
         return self
 
     @property
@@ -324,9 +345,12 @@ class SkyEye(nn.Module):
 
 
 def parameter_part(name: str) -> str:
-    """vision (tower and ln_vision), alignment (llama_proj), lora (every LoRA tensor) or llm."""
+    """vision (tower and ln_vision), alignment (llama_proj), lora (every LoRA tensor), box_refiner (never trained
+    with the decoder) or llm."""
     if LORA_MARKER in name:
         return "lora"
+    if name.startswith("box_refiner."):
+        return "box_refiner"
     if name.startswith(("visual_encoder.", "ln_vision.")):
         return "vision"
     if name.startswith("llama_proj."):

@@ -90,6 +90,21 @@ class TowerConfig:
 
 
 @dataclass
+class BoxRefinerConfig:
+    """Optional phase that gives the model a box refiner (model/box_refiner.py) and trains it alone on detection
+    records' boxes (train/box_refiner.py); its tower starts from the model's vision tower."""
+
+    data: list[DataSpec]
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    crop_scale: float = 0.6  # smallest crop side as a fraction of the image side; boxes follow the crop
+    eval_every: int = 5
+    save_every: int = 5
+
+
+@dataclass
 class BoxAttentionConfig:
     """The auxiliary loss of train/box_attention.py: at the positions that predict an answer box's numbers,
     these heads of these layers learn to attend to the cells the box covers. weight 0: off."""
@@ -101,7 +116,7 @@ class BoxAttentionConfig:
 
 @dataclass
 class TrainConfig:
-    data: list[DataSpec]
+    data: list[DataSpec] = field(default_factory=list)
     model: str = "tiny"
     out: str = "runs/train"
     trainable: list[str] | None = None  # default: the model config's `trainable`
@@ -120,6 +135,7 @@ class TrainConfig:
     log_every: int = 10
     tensorboard: bool = False  # also log to out/tensorboard (needs the tensorboard package)
     tower: TowerConfig | None = None  # pretrain a from-scratch vision tower first (see skyeye/train/tower.py)
+    box_refiner: BoxRefinerConfig | None = None  # then train a box refiner on its own (see train/box_refiner.py)
     box_attention: BoxAttentionConfig = field(default_factory=BoxAttentionConfig)
     # Gives a model without one the fixed position code of model/number_line.py (it has no weights to load).
     number_line: NumberLineSettings | None = None
@@ -129,12 +145,17 @@ class TrainConfig:
 
     def validate(self, origin: str) -> TrainConfig:
         problems = []
-        if not self.data:
+        if self.steps == 0:  # a stage of phases only: the decoder does not learn
+            if self.tower is None and self.box_refiner is None:
+                problems.append("steps 0 trains nothing: such a stage needs a tower or box_refiner phase")
+        elif not self.data:
             problems.append("data lists no record folders")
         for number, spec in enumerate(self.data):
             if spec.weight <= 0:
                 problems.append(f"data[{number}].weight must be > 0")
-        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
+        if self.steps < 0:
+            problems.append("steps must be >= 0 (0: only the tower and box_refiner phases)")
+        for name in ("batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.precision not in PRECISIONS:
@@ -164,14 +185,20 @@ class TrainConfig:
                     problems.append(f"tower.{name} must be >= 1")
             if self.tower.image_size is not None and self.tower.image_size < 16:
                 problems.append("tower.image_size must be >= 16")
+        if self.box_refiner is not None:
+            if not self.box_refiner.data:
+                problems.append("box_refiner.data lists no record folders")
+            for name in ("epochs", "batch_size", "eval_every", "save_every"):
+                if getattr(self.box_refiner, name) < 1:
+                    problems.append(f"box_refiner.{name} must be >= 1")
+            if not 0 < self.box_refiner.crop_scale <= 1:
+                problems.append("box_refiner.crop_scale must be in (0, 1]")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> TrainConfig:
-        if "data" not in data:
-            raise ConfigError(f"{origin}: missing field data")
         return build(cls, data, origin).validate(origin)
 
     @classmethod

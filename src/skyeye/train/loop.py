@@ -24,6 +24,7 @@ from skyeye.model.skyeye import parameter_part
 from skyeye.settings import ConfigError, read_yaml_mapping
 from skyeye.train import metrics_log, state
 from skyeye.train.box_attention import BoxAttentionTargets, box_attention_loss, return_weights_in
+from skyeye.train.box_refiner import load_trained_refiner, train_box_refiner
 from skyeye.train.config import TrainConfig
 from skyeye.train.optim import fused_adam
 from skyeye.train.order import BatchOrder
@@ -71,8 +72,7 @@ class Trainer:
         if cfg.number_line is not None:
             model.set_number_line(cfg.number_line)
         self.box_targets = self._box_attention_targets(model)
-        if cfg.tower is not None:
-            self._pretrain_tower(model)
+        run_phases(model, cfg, self.accelerator, self.show_progress)
         model.set_trainable(cfg.trainable or model.cfg.trainable)
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"{cfg.model}: nothing to train (trainable parts: {cfg.trainable or model.cfg.trainable})")
@@ -113,15 +113,6 @@ class Trainer:
         """optim.lr as scheduled now (parts with an lr_scale run at a multiple of it)."""
         group = self.optimizer.param_groups[0]
         return self.cfg.optim.lr * group["lr"] / group["initial_lr"]
-
-    def _pretrain_tower(self, model) -> None:
-        """Runs the tower phase once (on the main process) and gives every process its result."""
-        folder = self.out / "tower"
-        if self.accelerator.is_main_process and not load_pretrained_tower(model, folder):
-            model.visual_encoder.requires_grad_(True)
-            pretrain_tower(model, self.cfg.tower, folder, self.cfg.seed, self.show_progress)
-        self.accelerator.wait_for_everyone()
-        load_pretrained_tower(model, folder)
 
     def resume(self) -> bool:
         checkpoint = state.latest(self.out)
@@ -302,7 +293,43 @@ class Trainer:
             print(text, file=sys.stderr)
 
 
+def run_phases(model, cfg: TrainConfig, accelerator, progress: bool) -> None:
+    """The phases before instruction tuning, each run once (on the main process; a finished one is loaded from
+    its folder) and its result given to every process: the tower as a classifier, then the box refiner."""
+    out = Path(cfg.out)
+    if cfg.tower is not None:
+        if accelerator.is_main_process and not load_pretrained_tower(model, out / "tower"):
+            model.visual_encoder.requires_grad_(True)
+            pretrain_tower(model, cfg.tower, out / "tower", cfg.seed, progress)
+        accelerator.wait_for_everyone()
+        load_pretrained_tower(model, out / "tower")
+    if cfg.box_refiner is not None:
+        if accelerator.is_main_process and not load_trained_refiner(model, out / "box-refiner"):
+            train_box_refiner(model, cfg.box_refiner, out / "box-refiner", cfg.seed, progress)
+        accelerator.wait_for_everyone()
+        load_trained_refiner(model, out / "box-refiner")
+
+
+def phases_only(cfg: TrainConfig, progress: bool = True) -> Path:
+    """A stage with steps 0: its phases change the model, the decoder does not learn; out/final is the result."""
+    from accelerate import PartialState
+
+    from skyeye.model.loading import load_model
+
+    accelerator = PartialState(cpu=not torch.cuda.is_available())
+    model = load_model(cfg.model, seed=cfg.seed, image_size=cfg.image_size)
+    run_phases(model, cfg, accelerator, progress)
+    final = Path(cfg.out) / "final"
+    if accelerator.is_main_process:
+        save_checkpoint(model.eval(), final)
+        print(f"saved the model to {final}", file=sys.stderr)
+    accelerator.wait_for_everyone()
+    return final
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    if cfg.steps == 0:
+        return phases_only(cfg, progress)
     trainer = Trainer(cfg, progress=progress)
     if resume and not trainer.resume():
         trainer.say(f"no checkpoint under {cfg.out}/checkpoints: starting from step 0")
