@@ -515,7 +515,7 @@ def test_a_recipe_is_checked_whole_before_its_first_stage_trains(records, model_
     first = _stage_yaml(tmp_path / "first.yaml", records, model_yaml, tmp_path / "first")
     typo = _stage_yaml(tmp_path / "typo.yaml", records, tmp_path / "first" / "final", tmp_path / "b", steps=0)
     assert main(["train", str(first), str(typo)]) == 2
-    assert "typo.yaml: steps must be >= 1" in capsys.readouterr().err and not (tmp_path / "first").exists()
+    assert "typo.yaml: steps 0 trains nothing" in capsys.readouterr().err and not (tmp_path / "first").exists()
     assert main(["train", str(first), str(first), "out=runs/x"]) == 2
     assert "out=runs/x would apply to each of the 2 stages" in capsys.readouterr().err
     assert main(["train", "steps=3"]) == 2

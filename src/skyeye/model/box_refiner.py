@@ -6,7 +6,8 @@ NWPU VHR-10's val objects, while the same tower behind the decoder gave the deco
 carry a refiner: its own conv tower (the vision tower's shape) with a linear head that predicts, per cell of the
 grid, how likely an object of each known class is centred there and the box of that object (trained by
 skyeye/train/box_refiner.py). Each box the decoder writes is moved to the box of the cell, among the 3 x 3 around
-the written box's centre, that most likely holds an object centre, when that is likely enough; otherwise it stays.
+the written box's centre, that most likely holds an object centre, when that is likely enough and no earlier box of
+the answer took that cell (a detection answer's boxes must not merge into one); otherwise it stays.
 The answer stays text with boxes in it, as SkyEyeGPT's; only their numbers change.
 """
 
@@ -55,6 +56,7 @@ class BoxRefiner(nn.Module):
         objectness = logits[0].float().sigmoid().amax(dim=-1)
         side = round(objectness.numel() ** 0.5)
         boxes = boxes[0].float().clamp(0, 1) * GRID
+        taken: set[int] = set()  # a cell gives its box once: boxes of several objects near one must not merge
 
         def moved(box):
             column = min(int((box[0] + box[2]) / 2 / GRID * side), side - 1)
@@ -63,9 +65,10 @@ class BoxRefiner(nn.Module):
                     for r in range(max(0, row - NEIGHBOURHOOD), min(side, row + NEIGHBOURHOOD + 1))
                     for c in range(max(0, column - NEIGHBOURHOOD), min(side, column + NEIGHBOURHOOD + 1))]  # fmt: skip
             best = max(near, key=lambda cell: float(objectness[cell]))
-            if objectness[best] < MIN_OBJECTNESS:
-                return box
             x1, y1, x2, y2 = (round(float(v)) for v in boxes[best])
-            return (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)) if x1 < GRID and y1 < GRID else box
+            if objectness[best] < MIN_OBJECTNESS or best in taken or x1 >= GRID or y1 >= GRID:
+                return box
+            taken.add(best)
+            return (x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
 
         return map_boxes(text, moved)
