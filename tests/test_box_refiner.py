@@ -147,21 +147,23 @@ def test_augmented_boxes_follow_the_crop_flip_and_turn_of_their_image():
 
 
 class StandInRefiner(BoxRefiner):
-    """A stand-in refiner with fixed outputs (the test is about what is done with them): on a 4 x 4 grid, the cell
-    at row 1, column 2 holds an object (box x 55..70, y 30..45 of 100); every other cell a weak guess at 0..10."""
+    """A stand-in refiner with fixed outputs (the test is about what is done with them) on a 4 x 4 grid: the cell at
+    row 1, column 2 holds a thing (box x 55..70, y 30..45 of 100), the cell at row 3, column 3 a harbor (x 80..95,
+    y 85..98); every other cell a weak guess at 0..10."""
 
     def __init__(self, objectness: float = 0.9):
         cfg = conv_config()
-        super().__init__(cfg.vision, ["thing"])
+        super().__init__(cfg.vision, ["thing", "harbors"])
         self.objectness = objectness
         self.seen = []  # the pixels it was given
 
     def forward(self, pixels):
         self.seen.append(pixels)
-        logits = torch.full((1, 16, 1), -4.0)
-        logits[0, 6, 0] = torch.logit(torch.tensor(self.objectness))
+        logits = torch.full((1, 16, 2), -4.0)
+        logits[0, 6, 0] = logits[0, 15, 1] = torch.logit(torch.tensor(self.objectness))
         boxes = torch.tensor([0.0, 0.0, 0.1, 0.1]).repeat(1, 16, 1)
         boxes[0, 6] = torch.tensor([0.55, 0.30, 0.70, 0.45])
+        boxes[0, 15] = torch.tensor([0.80, 0.85, 0.95, 0.98])
         return logits, boxes
 
 
@@ -178,6 +180,24 @@ def test_written_boxes_move_to_the_object_detected_next_to_them():
     assert refined == f"<p>the thing</p> {far} and {{<55><30><70><45>}}<delim>{near}."
     assert refiner.refine(near, pixels) == "{<55><30><70><45>}"
     assert StandInRefiner(objectness=0.1).refine(near, pixels) == near  # nothing the refiner is sure of nearby
+
+
+def test_a_class_the_question_names_is_looked_for_in_the_whole_image():
+    pixels = torch.zeros(1, 3, 32, 32)
+    refiner = StandInRefiner()
+    near_the_thing = "{<40><20><75><40>}"
+    harbor = "{<80><85><95><98>}"
+    assert refiner.named_class("[refer] where is the harbor ?") == 1
+    assert refiner.named_class("the harbors and the thing") is None  # two classes: neither
+    assert refiner.named_class("the harborside") is None  # whole words only
+    # One box asked for a harbor goes to the harbor wherever the decoder put it; asked for a thing, to the thing.
+    assert refiner.refine(near_the_thing, pixels, "[refer] where is the harbor?") == harbor
+    assert refiner.refine(harbor, pixels, "the thing") == "{<55><30><70><45>}"
+    # Several boxes (a detection answer) each stay near where they were written, among cells of the named class.
+    two = f"{near_the_thing}<delim>{{<85><80><95><95>}}"
+    assert refiner.refine(two, pixels, "[detection] harbors") == f"{near_the_thing}<delim>{harbor}"
+    # A class it is not sure of anywhere leaves the box as written.
+    assert StandInRefiner(objectness=0.1).refine(near_the_thing, pixels, "the harbor") == near_the_thing
 
 
 def test_answers_carry_refined_boxes_unless_raw_boxes_are_asked_for(tokenizer):

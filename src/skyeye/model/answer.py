@@ -186,7 +186,7 @@ def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str
             pixels = prepared.pixels[first_frame : first_frame + 1] if prepared.pixels is not None else None
             if pixels is None:  # a conversation's cache kept the image's features, not its pixels
                 pixels = model.cfg.vision.to_pixels([frames[0].image]).to(model.device)
-            text = model.box_refiner.refine(text, pixels)
+            text = model.box_refiner.refine(text, pixels, conversation.turns[-1].user)
         first_frame += len(frames)
         new_tokens = _generated_length(output[row], tokenizer.eos_token_id)
         # The frame of the boxes is the full image, also when the caller passed it already resized for the model.
