@@ -39,7 +39,7 @@ def known_answer(monkeypatch):
 
     tokenizer_class = type(load_tokenizer(bundled_path("tokenizer-tiny")))
     monkeypatch.setattr(tokenizer_class, "decode", lambda self, *a, **k: ANSWER)
-    monkeypatch.setattr(BoxRefiner, "refine", lambda self, text, pixels: text)
+    monkeypatch.setattr(BoxRefiner, "refine", lambda self, text, *where: text)
 
 
 @pytest.fixture
