@@ -41,7 +41,6 @@ class BoxRefiner(nn.Module):
         self.classes = list(classes)
         self.tower = ConvTower(vision)
         self.head = nn.Linear(vision.width, len(classes) + 4)
-        self.side = vision.image_size // vision.patch_size
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.tower(pixels))

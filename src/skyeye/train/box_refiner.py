@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,14 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from skyeye import atomic
 from skyeye.boxes import GRID, iou, parse_phrases
 from skyeye.images import load_image
 from skyeye.settings import ConfigError, to_plain
 from skyeye.train import state
 from skyeye.train.config import BoxRefinerConfig
 from skyeye.train.records import RecordIndex
-from skyeye.train.tower import CHECKPOINT_DIR, resume_phase, save_phase, say
+from skyeye.train.tower import CHECKPOINT_DIR, finish_phase, say, train_epochs
 
 WEIGHTS_FILE, REPORT_FILE = "box_refiner.safetensors", "box_refiner.json"
 HEAD_LR_SCALE = 3.0  # the fresh head learns faster than the pretrained tower beneath it
@@ -170,8 +168,6 @@ def unique_object_accuracy(refiner, data: BoxedImages, normalise, batch_size: in
 def train_box_refiner(model, cfg: BoxRefinerConfig, out: Path, seed: int, progress: bool = True) -> dict:
     """Gives `model` a box refiner and trains it, writes out/box_refiner.safetensors and out/box_refiner.json, returns
     the report; continues from out/checkpoint when a killed run left one."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
 
     vision = model.cfg.vision
     if vision.kind != "conv":
@@ -206,12 +202,9 @@ def train_box_refiner(model, cfg: BoxRefinerConfig, out: Path, seed: int, progre
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in groups],
                                                    total_steps=cfg.epochs * steps_per_epoch, pct_start=0.1)  # fmt: skip
-    checkpoint = out / CHECKPOINT_DIR
     phase = {"box_refiner": to_plain(cfg), "seed": seed, "classes": classes, "train_images": len(train)}
-    history = resume_phase(checkpoint, phase, refiner, optimizer, schedule, generator)
-    bar = tqdm(range(len(history), cfg.epochs), initial=len(history), total=cfg.epochs, desc="box refiner",
-               unit=" epochs", disable=not progress)  # fmt: skip
-    for epoch in bar:
+
+    def epoch_loss() -> float:
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
@@ -224,26 +217,15 @@ def train_box_refiner(model, cfg: BoxRefinerConfig, out: Path, seed: int, progre
             optimizer.step()
             schedule.step()
             total += loss.item()
-        entry = {"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4)}
-        if val_images is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            entry["val_unique_object_acc50"] = round(unique_object_accuracy(refiner, val_images, normalise), 4)
-        history.append(entry)
-        bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
-        if not progress and "val_unique_object_acc50" in entry:
-            say(f"box refiner epoch {entry['epoch']}: loss {entry['loss']}, "
-                f"val unique-object Acc@0.5 {entry['val_unique_object_acc50']:.3f}")  # fmt: skip
-        if (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
-            save_phase(checkpoint, phase, history, refiner, optimizer, schedule, generator)
+        return total / steps_per_epoch
+
+    evaluate = (lambda: unique_object_accuracy(refiner, val_images, normalise)) if val_images is not None else None
+    history = train_epochs(out / CHECKPOINT_DIR, phase, refiner, optimizer, schedule, generator, cfg, epoch_loss,
+                           evaluate, metric=("val_unique_object_acc50", "val unique-object Acc@0.5"),
+                           title="box refiner", name="box refiner", progress=progress)  # fmt: skip
     refiner.requires_grad_(False).eval()
-    out.mkdir(parents=True, exist_ok=True)
     report = {"classes": classes, "train_images": len(train), "val_images": len(val), "history": history}
-    atomic.write_text(out / REPORT_FILE, json.dumps(report, indent=1))
-    # The weights last: their presence is what tells a later run that the phase is done.
-    weights = atomic.partial_of(out / WEIGHTS_FILE)
-    save_file({k: v.contiguous() for k, v in refiner.state_dict().items()}, str(weights))
-    atomic.publish_file(weights)
-    if checkpoint.exists():
-        shutil.rmtree(checkpoint)
+    finish_phase(out, REPORT_FILE, report, WEIGHTS_FILE, refiner.state_dict())
     return report
 
 

@@ -177,22 +177,18 @@ class TrainConfig:
                 problems.append(f"optim.lr_scale.{part}: not a model part; parts: {', '.join(TRAINABLE_PARTS)}")
             elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
                 problems.append(f"optim.lr_scale.{part} must be a number > 0, got {scale!r}")
-        if self.tower is not None:
-            if not self.tower.data:
-                problems.append("tower.data lists no record folders")
-            for name in ("epochs", "batch_size", "eval_every", "save_every"):
-                if getattr(self.tower, name) < 1:
-                    problems.append(f"tower.{name} must be >= 1")
-            if self.tower.image_size is not None and self.tower.image_size < 16:
-                problems.append("tower.image_size must be >= 16")
-        if self.box_refiner is not None:
-            if not self.box_refiner.data:
-                problems.append("box_refiner.data lists no record folders")
-            for name in ("epochs", "batch_size", "eval_every", "save_every"):
-                if getattr(self.box_refiner, name) < 1:
-                    problems.append(f"box_refiner.{name} must be >= 1")
-            if not 0 < self.box_refiner.crop_scale <= 1:
-                problems.append("box_refiner.crop_scale must be in (0, 1]")
+        for name, phase in (("tower", self.tower), ("box_refiner", self.box_refiner)):
+            if phase is None:
+                continue
+            if not phase.data:
+                problems.append(f"{name}.data lists no record folders")
+            for field_name in ("epochs", "batch_size", "eval_every", "save_every"):
+                if getattr(phase, field_name) < 1:
+                    problems.append(f"{name}.{field_name} must be >= 1")
+        if self.tower is not None and self.tower.image_size is not None and self.tower.image_size < 16:
+            problems.append("tower.image_size must be >= 16")
+        if self.box_refiner is not None and not 0 < self.box_refiner.crop_scale <= 1:
+            problems.append("box_refiner.crop_scale must be in (0, 1]")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

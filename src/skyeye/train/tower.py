@@ -112,8 +112,6 @@ def accuracy(classifier: TowerClassifier, data: LabelledImages, batch_size: int 
 def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool = True) -> dict:
     """Trains `model.visual_encoder` in place, writes out/tower.safetensors and out/tower.json, returns the report;
     continues from out/checkpoint when a killed run left one."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
 
     vision = model.cfg.vision
     train_index = RecordIndex(cfg.data, 0)
@@ -139,12 +137,9 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
                                   fused=fused_adam(classifier))  # fmt: skip
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                    pct_start=0.15)  # fmt: skip
-    checkpoint = out / CHECKPOINT_DIR
     phase = {"tower": to_plain(cfg), "seed": seed, "classes": classes, "train_images": len(train.labels)}
-    history = resume_phase(checkpoint, phase, classifier, optimizer, schedule, generator)
-    bar = tqdm(range(len(history), cfg.epochs), initial=len(history), total=cfg.epochs, desc="tower pretraining",
-               unit=" epochs", disable=not progress)  # fmt: skip
-    for epoch in bar:
+
+    def epoch_loss() -> float:
         order = torch.randperm(len(train.labels), generator=generator)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
@@ -156,27 +151,56 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
             optimizer.step()
             schedule.step()
             total += loss.item()
-        entry = {"epoch": epoch + 1, "loss": round(total / steps_per_epoch, 4)}
-        if val is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            entry["val_accuracy"] = round(accuracy(classifier, val), 4)
-        history.append(entry)
-        bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
-        if not progress and "val_accuracy" in entry:
-            say(f"tower epoch {entry['epoch']}: loss {entry['loss']}, val accuracy {entry['val_accuracy']:.3f}")
-        if (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
-            save_phase(checkpoint, phase, history, classifier, optimizer, schedule, generator)
+        return total / steps_per_epoch
+
+    history = train_epochs(out / CHECKPOINT_DIR, phase, classifier, optimizer, schedule, generator, cfg, epoch_loss,
+                           (lambda: accuracy(classifier, val)) if val is not None else None,
+                           metric=("val_accuracy", "val accuracy"), title="tower pretraining", name="tower",
+                           progress=progress)  # fmt: skip
     model.visual_encoder.eval()
-    out.mkdir(parents=True, exist_ok=True)
     report = {"classes": classes, "train_images": len(train.labels), "history": history,
               "unlabelled_val_images": int((val.labels < 0).sum()) if val else 0}  # fmt: skip
-    atomic.write_text(out / REPORT_FILE, json.dumps(report, indent=1))
-    # The weights last: their presence is what tells a later run that the phase is done.
-    weights = atomic.partial_of(out / WEIGHTS_FILE)
-    save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, str(weights))
-    atomic.publish_file(weights)
-    if checkpoint.exists():
-        shutil.rmtree(checkpoint)
+    finish_phase(out, REPORT_FILE, report, WEIGHTS_FILE, model.visual_encoder.state_dict())
     return report
+
+
+def train_epochs(checkpoint: Path, phase: dict, learner, optimizer, schedule, generator, settings, epoch_loss,
+                 evaluate, metric: tuple[str, str], title: str, name: str, progress: bool) -> list[dict]:  # fmt: skip
+    """A phase's epochs, from its checkpoint in `checkpoint` when a killed run left one of the same `phase`, with a
+    new checkpoint every `settings.save_every` epochs; returns the history, an entry per epoch. `epoch_loss()` trains
+    one epoch and returns its mean loss; `evaluate()` (None: no val data) gives the val figure, recorded under
+    metric[0] every `settings.eval_every` epochs and at the last, and said as metric[1] without a progress bar."""
+    from tqdm import tqdm
+
+    history = resume_phase(checkpoint, phase, learner, optimizer, schedule, generator)
+    bar = tqdm(range(len(history), settings.epochs), initial=len(history), total=settings.epochs, desc=title,
+               unit=" epochs", disable=not progress)  # fmt: skip
+    key, said = metric
+    for epoch in bar:
+        entry = {"epoch": epoch + 1, "loss": round(epoch_loss(), 4)}
+        if evaluate is not None and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs):
+            entry[key] = round(evaluate(), 4)
+        history.append(entry)
+        bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
+        if not progress and key in entry:
+            say(f"{name} epoch {entry['epoch']}: loss {entry['loss']}, {said} {entry[key]:.3f}")
+        if (epoch + 1) % settings.save_every == 0 and epoch + 1 < settings.epochs:
+            save_phase(checkpoint, phase, history, learner, optimizer, schedule, generator)
+    return history
+
+
+def finish_phase(out: Path, report_file: str, report: dict, weights_file: str, weights: dict) -> None:
+    """Writes a finished phase's report and weights into `out` and removes its checkpoint."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / report_file, json.dumps(report, indent=1))
+    # The weights last: their presence is what tells a later run that the phase is done.
+    partial = atomic.partial_of(out / weights_file)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(partial))
+    atomic.publish_file(partial)
+    if (out / CHECKPOINT_DIR).exists():
+        shutil.rmtree(out / CHECKPOINT_DIR)
 
 
 def save_phase(folder: Path, phase: dict, history: list[dict], classifier, optimizer, schedule, generator) -> None:
