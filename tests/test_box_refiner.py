@@ -240,3 +240,26 @@ def test_answers_carry_refined_boxes_unless_raw_boxes_are_asked_for(tokenizer):
     expected = model.cfg.vision.to_pixels(images)
     given = [seen[0] for seen in model.box_refiner.seen]
     assert len(given) == 2 and all(torch.equal(a, b) for a, b in zip(given, expected, strict=True))
+
+
+def test_bad_refiner_inputs_are_one_line_errors_naming_the_record_or_file(boxed_scenes, tmp_path, tokenizer):
+    from skyeye.model.skyeye import SkyEye
+    from skyeye.settings import ConfigError
+
+    unnamed = tmp_path / "unnamed"
+    (unnamed / "imgs").mkdir(parents=True)
+    Image.new("RGB", (SIDE, SIDE)).save(unnamed / "imgs/0.png")
+    with ShardWriter(unnamed) as writer:  # a grounding answer: a box without a phrase, so no class to learn
+        turn = {"user": "[refer] the square", "assistant": "{<10><10><40><40>}"}
+        writer.write("x-train", Record("g/0", "squares", "train", "grounding", ["imgs/0.png"], [SIDE, SIDE], [turn]))
+    settings = BoxRefinerConfig(data=[DataSpec(records=str(unnamed), root=str(unnamed))], epochs=1)
+    with pytest.raises(ConfigError, match=r"g/0: box_refiner needs answers of named boxes"):
+        phase.train_box_refiner(SkyEye(conv_config(), tokenizer), settings, tmp_path / "out", seed=0, progress=False)
+
+    done = tmp_path / "done"
+    settings = BoxRefinerConfig(data=[DataSpec(records=str(boxed_scenes), root=str(boxed_scenes))], epochs=1,
+                                batch_size=8)  # fmt: skip
+    phase.train_box_refiner(SkyEye(conv_config(), tokenizer), settings, done, seed=0, progress=False)
+    (done / phase.REPORT_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match=rf"{done / phase.REPORT_FILE}: unreadable box refiner report"):
+        phase.load_trained_refiner(SkyEye(conv_config(), tokenizer), done)
