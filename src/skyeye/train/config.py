@@ -105,6 +105,21 @@ class BoxRefinerConfig:
 
 
 @dataclass
+class SelfCriticalConfig:
+    """Optional phase, in a stage with steps 0, that tunes a trained decoder's captions for BLEU-4 by
+    self-critical sequence training on caption records (train/self_critical.py); the tower stays frozen."""
+
+    data: list[DataSpec]
+    epochs: int = 3
+    batch_size: int = 16  # images per step
+    samples: int = 5  # sampled captions per image; each is judged against the mean reward of the others
+    lr: float = 5e-5
+    max_new_tokens: int = 40
+    eval_every: int = 1
+    save_every: int = 1
+
+
+@dataclass
 class BoxAttentionConfig:
     """The auxiliary loss of train/box_attention.py: at the positions that predict an answer box's numbers,
     these heads of these layers learn to attend to the cells the box covers. weight 0: off."""
@@ -136,6 +151,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to out/tensorboard (needs the tensorboard package)
     tower: TowerConfig | None = None  # pretrain a from-scratch vision tower first (see skyeye/train/tower.py)
     box_refiner: BoxRefinerConfig | None = None  # then train a box refiner on its own (see train/box_refiner.py)
+    self_critical: SelfCriticalConfig | None = None  # then tune captions for BLEU-4 (see train/self_critical.py)
     box_attention: BoxAttentionConfig = field(default_factory=BoxAttentionConfig)
     # Gives a model without one the fixed position code of model/number_line.py (it has no weights to load).
     number_line: NumberLineSettings | None = None
@@ -146,15 +162,19 @@ class TrainConfig:
     def validate(self, origin: str) -> TrainConfig:
         problems = []
         if self.steps == 0:  # a stage of phases only: the decoder does not learn
-            if self.tower is None and self.box_refiner is None:
-                problems.append("steps 0 trains nothing: such a stage needs a tower or box_refiner phase")
+            if self.tower is None and self.box_refiner is None and self.self_critical is None:
+                problems.append(
+                    "steps 0 trains nothing: such a stage needs a tower, box_refiner or self_critical phase"
+                )
+        elif self.self_critical is not None:
+            problems.append("self_critical tunes a trained decoder: put it in a stage of its own with steps 0")
         elif not self.data:
             problems.append("data lists no record folders")
         for number, spec in enumerate(self.data):
             if spec.weight <= 0:
                 problems.append(f"data[{number}].weight must be > 0")
         if self.steps < 0:
-            problems.append("steps must be >= 0 (0: only the tower and box_refiner phases)")
+            problems.append("steps must be >= 0 (0: only the stage's phases)")
         for name in ("batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -177,7 +197,11 @@ class TrainConfig:
                 problems.append(f"optim.lr_scale.{part}: not a model part; parts: {', '.join(TRAINABLE_PARTS)}")
             elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
                 problems.append(f"optim.lr_scale.{part} must be a number > 0, got {scale!r}")
-        for name, phase in (("tower", self.tower), ("box_refiner", self.box_refiner)):
+        for name, phase in (
+            ("tower", self.tower),
+            ("box_refiner", self.box_refiner),
+            ("self_critical", self.self_critical),
+        ):
             if phase is None:
                 continue
             if not phase.data:
@@ -189,6 +213,13 @@ class TrainConfig:
             problems.append("tower.image_size must be >= 16")
         if self.box_refiner is not None and not 0 < self.box_refiner.crop_scale <= 1:
             problems.append("box_refiner.crop_scale must be in (0, 1]")
+        if self.self_critical is not None:
+            if self.self_critical.samples < 2:
+                problems.append("self_critical.samples must be >= 2 (each sample's baseline is the others' mean)")
+            if self.self_critical.max_new_tokens < 1:
+                problems.append("self_critical.max_new_tokens must be >= 1")
+            if not self.self_critical.lr > 0:
+                problems.append("self_critical.lr must be > 0")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

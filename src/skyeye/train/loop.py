@@ -30,6 +30,7 @@ from skyeye.train.optim import fused_adam
 from skyeye.train.order import BatchOrder
 from skyeye.train.records import RecordIndex
 from skyeye.train.samples import SampleMaker, collate_samples
+from skyeye.train.self_critical import load_self_critical, train_self_critical
 from skyeye.train.tower import load_pretrained_tower, pretrain_tower
 from skyeye.train.visual_cache import VisualCache
 
@@ -295,7 +296,8 @@ class Trainer:
 
 def run_phases(model, cfg: TrainConfig, accelerator, progress: bool) -> None:
     """The phases before instruction tuning, each run once (on the main process; a finished one is loaded from
-    its folder) and its result given to every process: the tower as a classifier, then the box refiner."""
+    its folder) and its result given to every process: the tower as a classifier, then the box refiner, then the
+    self-critical captions (only in a stage with steps 0)."""
     out = Path(cfg.out)
     if cfg.tower is not None:
         if accelerator.is_main_process and not load_pretrained_tower(model, out / "tower"):
@@ -308,6 +310,11 @@ def run_phases(model, cfg: TrainConfig, accelerator, progress: bool) -> None:
             train_box_refiner(model, cfg.box_refiner, out / "box-refiner", cfg.seed, progress)
         accelerator.wait_for_everyone()
         load_trained_refiner(model, out / "box-refiner")
+    if cfg.self_critical is not None:
+        if accelerator.is_main_process and not load_self_critical(model, out / "self-critical"):
+            train_self_critical(model, cfg.self_critical, out / "self-critical", cfg.seed, progress)
+        accelerator.wait_for_everyone()
+        load_self_critical(model, out / "self-critical")
 
 
 def phases_only(cfg: TrainConfig, progress: bool = True) -> Path:

@@ -165,25 +165,27 @@ def pretrain_tower(model, cfg: TowerConfig, out: Path, seed: int, progress: bool
 
 
 def train_epochs(checkpoint: Path, phase: dict, learner, optimizer, schedule, generator, settings, epoch_loss,
-                 evaluate, metric: tuple[str, str], title: str, name: str, progress: bool) -> list[dict]:  # fmt: skip
+                 evaluate, metric: tuple[str, str], title: str, name: str, progress: bool,
+                 figure: str = "loss") -> list[dict]:  # fmt: skip
     """A phase's epochs, from its checkpoint in `checkpoint` when a killed run left one of the same `phase`, with a
     new checkpoint every `settings.save_every` epochs; returns the history, an entry per epoch. `epoch_loss()` trains
-    one epoch and returns its mean loss; `evaluate()` (None: no val data) gives the val figure, recorded under
-    metric[0] every `settings.eval_every` epochs and at the last, and said as metric[1] without a progress bar."""
+    one epoch and returns its mean loss (or the mean of another `figure`); `evaluate()` (None: no val data) gives the
+    val figure, recorded under metric[0] every `settings.eval_every` epochs and at the last, and said as metric[1]
+    without a progress bar."""
     from tqdm import tqdm
 
-    history = resume_phase(checkpoint, phase, learner, optimizer, schedule, generator)
+    history = resume_phase(checkpoint, phase, learner, optimizer, schedule, generator, title)
     bar = tqdm(range(len(history), settings.epochs), initial=len(history), total=settings.epochs, desc=title,
                unit=" epochs", disable=not progress)  # fmt: skip
     key, said = metric
     for epoch in bar:
-        entry = {"epoch": epoch + 1, "loss": round(epoch_loss(), 4)}
+        entry = {"epoch": epoch + 1, figure: round(epoch_loss(), 4)}
         if evaluate is not None and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs):
             entry[key] = round(evaluate(), 4)
         history.append(entry)
         bar.set_postfix({k: v for k, v in entry.items() if k != "epoch"})
         if not progress and key in entry:
-            say(f"{name} epoch {entry['epoch']}: loss {entry['loss']}, {said} {entry[key]:.3f}")
+            say(f"{name} epoch {entry['epoch']}: {figure.replace('_', ' ')} {entry[figure]}, {said} {entry[key]:.3f}")
         if (epoch + 1) % settings.save_every == 0 and epoch + 1 < settings.epochs:
             save_phase(checkpoint, phase, history, learner, optimizer, schedule, generator)
     return history
@@ -217,7 +219,9 @@ def save_phase(folder: Path, phase: dict, history: list[dict], classifier, optim
     atomic.publish_folder(partial)
 
 
-def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, generator) -> list[dict]:
+def resume_phase(
+    folder: Path, phase: dict, classifier, optimizer, schedule, generator, title: str = "tower pretraining"
+) -> list[dict]:
     """Restores the checkpoint in `folder` and returns the history of its epochs; [] (start afresh) without one,
     or with one of another phase (another config, seed or data)."""
     progress_file = folder / PROGRESS_FILE
@@ -228,14 +232,14 @@ def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, gen
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{progress_file}: not valid JSON ({err})") from err
     if not isinstance(saved, dict) or saved.get("phase") != phase or not isinstance(saved.get("history"), list):
-        say(f"{folder}: a checkpoint of another tower phase (config, seed or data differ); starting the phase again")
+        say(f"{folder}: a checkpoint of another {title} phase (config, seed or data differ); starting the phase again")
         return []
     classifier.load_state_dict(state.read_run_weights(folder / CLASSIFIER_FILE, classifier.state_dict()))
     optimizer.load_state_dict(state.load_plain(folder / state.OPTIMIZER_FILE))
     schedule.load_state_dict(state.load_plain(folder / state.SCHEDULER_FILE))
     generator.set_state(state.load_plain(folder / GENERATOR_FILE))
     state.load_rng(state.rng_file(folder, 0))
-    say(f"tower pretraining: resumed from {folder} after epoch {len(saved['history'])}")
+    say(f"{title}: resumed from {folder} after epoch {len(saved['history'])}")
     return saved["history"]
 
 
