@@ -197,9 +197,14 @@ def train_self_critical(model, cfg: SelfCriticalConfig, out: Path, seed: int, pr
     phase = {"self_critical": to_plain(cfg), "seed": seed, "parts": parts, "train_images": len(train.references)}
 
     def epoch_loss() -> float:
+        from tqdm import tqdm
+
         order = torch.randperm(len(train.references), generator=generator)
         total = 0.0
-        for start in range(0, len(order), cfg.batch_size):
+        # An epoch takes minutes here, not seconds as in the other phases: its steps get a bar of their own.
+        starts = tqdm(range(0, len(order), cfg.batch_size), desc="steps", unit=" steps", leave=False,
+                      disable=not progress)  # fmt: skip
+        for start in starts:
             chosen = order[start : start + cfg.batch_size].tolist()
             draws = torch.rand(len(chosen), generator=generator).tolist()
             asked = zip(chosen, draws, strict=True)
