@@ -90,14 +90,12 @@ def test_a_step_raises_the_probability_of_the_sample_that_scored_best(tokenizer)
 
     torch.manual_seed(1)  # the step samples the same four captions again
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    loss = learner.loss(batch, features, [[texts[target]]])
+    loss, reward = learner.loss(batch, features, [[texts[target]]])
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     assert sequence_log_prob(learner, batch, features, sampled[target : target + 1]) > before
-    assert learner.last_reward == pytest.approx(
-        float(phase.sentence_bleu4(texts, [[texts[target]]] * 4).mean()), abs=1e-6
-    )
+    assert reward == pytest.approx(float(phase.sentence_bleu4(texts, [[texts[target]]] * 4).mean()), abs=1e-6)
 
 
 def test_a_stage_of_steps_0_tunes_the_decoder_and_keeps_the_tower(captioned, tmp_path, monkeypatch):

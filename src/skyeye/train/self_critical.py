@@ -134,8 +134,9 @@ class SelfCritical:
         return [words(self.model.tokenizer.decode(row[mask], skip_special_tokens=True)) for row, mask in
                 zip(tokens, masks, strict=True)]  # fmt: skip
 
-    def loss(self, batch: dict, features: torch.Tensor, references: list[list[str]]) -> torch.Tensor:
-        """One step's policy-gradient loss for a batch of images (prompts and tower features)."""
+    def loss(self, batch: dict, features: torch.Tensor, references: list[list[str]]) -> tuple[torch.Tensor, float]:
+        """One step's policy-gradient loss for a batch of images (prompts and tower features), and its samples'
+        mean reward."""
         k = self.cfg.samples
         repeated = {name: value.repeat_interleave(k, 0) for name, value in batch.items()}
         features = features.repeat_interleave(k, 0)
@@ -154,8 +155,8 @@ class SelfCritical:
                                         position_ids=positions).logits  # fmt: skip
         start = prompt.shape[1]
         log_probs = torch.log_softmax(logits[:, start - 1 : -1].float(), -1).gather(-1, sampled.unsqueeze(-1))
-        self.last_reward = float(rewards.mean())
-        return -(advantage.unsqueeze(1) * log_probs.squeeze(-1) * mask).sum() / mask.sum().clamp(min=1)
+        loss = -(advantage.unsqueeze(1) * log_probs.squeeze(-1) * mask).sum() / mask.sum().clamp(min=1)
+        return loss, float(rewards.mean())
 
     def greedy_bleu4(self, data: CaptionedImages, batch_size: int = 32) -> float:
         self.model.eval()
@@ -213,14 +214,14 @@ def train_self_critical(model, cfg: SelfCriticalConfig, out: Path, seed: int, pr
             for row, i in enumerate(chosen):
                 if train.fixed[i]:
                     views[row] = train.pixels[i].float().div(255)
-            loss = learner.loss(prompt_batch(model, questions), learner.features(views),
-                                [train.references[i] for i in chosen])  # fmt: skip
+            loss, reward = learner.loss(prompt_batch(model, questions), learner.features(views),
+                                        [train.references[i] for i in chosen])  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(learning, 1.0)
             optimizer.step()
             schedule.step()
-            total += learner.last_reward
+            total += reward
         return total / steps_per_epoch
 
     history = train_epochs(out / CHECKPOINT_DIR, phase, model, optimizer, schedule, generator, cfg, epoch_loss,
