@@ -219,9 +219,7 @@ def save_phase(folder: Path, phase: dict, history: list[dict], classifier, optim
     atomic.publish_folder(partial)
 
 
-def resume_phase(
-    folder: Path, phase: dict, classifier, optimizer, schedule, generator, title: str = "tower pretraining"
-) -> list[dict]:
+def resume_phase(folder: Path, phase: dict, classifier, optimizer, schedule, generator, title: str) -> list[dict]:
     """Restores the checkpoint in `folder` and returns the history of its epochs; [] (start afresh) without one,
     or with one of another phase (another config, seed or data)."""
     progress_file = folder / PROGRESS_FILE
