@@ -179,9 +179,34 @@ def test_records_that_are_not_single_captions_are_refused_by_name(tmp_path, toke
         ({"self_critical": {"data": [{"records": "x"}], "samples": 1}}, "self_critical.samples must be >= 2"),
         ({"self_critical": {"data": [{"records": "x"}], "epochs": 0}}, "self_critical.epochs must be >= 1"),
         ({"self_critical": {"data": [{"records": "x"}], "lr": 0}}, "self_critical.lr must be > 0"),
+        ({"self_critical": {"data": [{"records": "x"}], "xe_weight": -1}}, "self_critical.xe_weight must be >= 0"),
     ],
 )
 def test_self_critical_settings_are_checked(changes, message):
     config = {"model": "tiny", "steps": 0, "self_critical": {"data": [{"records": "x"}]}, **changes}
     with pytest.raises(ConfigError, match=message):
         TrainConfig.from_dict(config, "stage.yaml")
+
+
+def test_xe_weight_adds_the_cross_entropy_of_the_asked_captions(tokenizer):
+    from skyeye.model.skyeye import SkyEye
+
+    torch.manual_seed(0)
+    model = SkyEye(conv_config(), tokenizer)
+    model.set_trainable(["alignment", "lora"])
+    questions = ["[caption] Briefly describe this image.", "[caption] Describe this image in one sentence."]
+    answers = ["a red field .", "this is a blue field ."]
+    batch = phase.prompt_batch(model, questions)
+    captions = phase.caption_batch(model, questions, answers)
+    assert int((captions["labels"] != -100).sum()) == sum(
+        len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers
+    ), "only the captions and their end tokens are learned"
+    features = phase.SelfCritical(model, settings(Path("."))).features(torch.rand(2, 3, SIDE, SIDE))
+    references = [[phase.words(a)] for a in answers]
+    losses = {}
+    for weight in (0.0, 0.5):
+        learner = phase.SelfCritical(model, settings(Path("."), xe_weight=weight))
+        torch.manual_seed(3)  # the same samples for both
+        losses[weight], _ = learner.loss(batch, features, references, captions)
+    cross_entropy = model(**captions, features=features).loss.item()
+    assert (losses[0.5] - losses[0.0]).item() == pytest.approx(0.5 * cross_entropy, rel=1e-4)

@@ -115,6 +115,9 @@ class SelfCriticalConfig:
     samples: int = 5  # sampled captions per image; each is judged against the mean reward of the others
     lr: float = 5e-5
     max_new_tokens: int = 40
+    # Weight of cross-entropy on the asked record's own caption, added to the policy gradient: it keeps the decoder's
+    # wording fluent on images unlike the training set, where the reward alone lets it drift. 0: off.
+    xe_weight: float = 0.0
     eval_every: int = 1
     save_every: int = 1
 
@@ -220,6 +223,8 @@ class TrainConfig:
                 problems.append("self_critical.max_new_tokens must be >= 1")
             if not self.self_critical.lr > 0:
                 problems.append("self_critical.lr must be > 0")
+            if self.self_critical.xe_weight < 0:
+                problems.append("self_critical.xe_weight must be >= 0 (0: off)")
         if problems:
             raise ConfigError(f"{origin}: " + "; ".join(problems))
         return self

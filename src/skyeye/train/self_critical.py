@@ -28,7 +28,7 @@ import torch
 from skyeye.images import load_image
 from skyeye.model.inputs import collate, encode
 from skyeye.model.skyeye import parameter_part
-from skyeye.prompts import Conversation
+from skyeye.prompts import TRAINING_STYLE, Conversation
 from skyeye.settings import ConfigError, to_plain
 from skyeye.train import state
 from skyeye.train.config import AugmentConfig, SelfCriticalConfig
@@ -45,6 +45,7 @@ class CaptionedImages:
     pixels: torch.Tensor  # uint8 [N, 3, S, S]
     references: list[list[str]]  # per image, its captions as words (see `words`)
     questions: list[list[str]]  # per image, the questions its records ask
+    answers: list[list[str]]  # per image, its records' captions as written, in the order of `questions`
     fixed: list[bool]  # per image: a reference names a side, so the image is never flipped or turned
 
 
@@ -63,17 +64,18 @@ def captioned_images(index: RecordIndex, size: int, progress: bool, what: str) -
         if len(record.images) != 1 or len(record.turns) != 1:
             raise ConfigError(f"{record.id}: self_critical needs caption records of one image and one turn, "
                               f"not {len(record.images)} images and {len(record.turns)} turns")  # fmt: skip
-        references, questions, records = by_image.setdefault(root / record.images[0], ([], [], []))
+        references, questions, answers, records = by_image.setdefault(root / record.images[0], ([], [], [], []))
         references.append(words(record.turns[0]["assistant"]))
         questions.append(record.turns[0]["user"])
+        answers.append(record.turns[0]["assistant"])
         records.append(record)
     pixels = []
     for path in tqdm(by_image, desc=f"loading {what} images", unit=" images", disable=not progress):
         image = load_image(path).image.resize((size, size), resample=3)  # bicubic, as the model's own resize
         pixels.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
     groups = list(by_image.values())
-    return CaptionedImages(torch.stack(pixels), [g[0] for g in groups], [g[1] for g in groups],
-                           [any(has_direction_words(r) for r in g[2]) for g in groups])  # fmt: skip
+    return CaptionedImages(torch.stack(pixels), [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups],
+                           [any(has_direction_words(r) for r in g[3]) for g in groups])  # fmt: skip
 
 
 def sentence_bleu4(hypotheses: list[str], references: list[list[str]]) -> torch.Tensor:
@@ -101,6 +103,17 @@ def prompt_batch(model, questions: list[str]) -> dict[str, torch.Tensor]:
         for question in questions
     ]  # fmt: skip
     return collate(encoded, model.tokenizer.pad_token_id, "left")
+
+
+def caption_batch(model, questions: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
+    """The questions with their captions as answers, encoded as instruction tuning encodes them (labels included)."""
+    conversations = [Conversation(num_images=1).ask(q).answer(a) for q, a in zip(questions, answers, strict=True)]
+    encoded = [
+        encode(c.segments(TRAINING_STYLE), model.tokenizer, model.cfg.visual_tokens_per_image,
+               max_answer_tokens=model.cfg.max_txt_len, max_length=model.cfg.max_context_len)
+        for c in conversations
+    ]  # fmt: skip
+    return collate(encoded, model.tokenizer.pad_token_id, "right")
 
 
 def answer_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -134,19 +147,21 @@ class SelfCritical:
         return [words(self.model.tokenizer.decode(row[mask], skip_special_tokens=True)) for row, mask in
                 zip(tokens, masks, strict=True)]  # fmt: skip
 
-    def loss(self, batch: dict, features: torch.Tensor, references: list[list[str]]) -> tuple[torch.Tensor, float]:
-        """One step's policy-gradient loss for a batch of images (prompts and tower features), and its samples'
-        mean reward."""
+    def loss(self, batch: dict, features: torch.Tensor, references: list[list[str]],
+             captions: dict | None = None) -> tuple[torch.Tensor, float]:  # fmt: skip
+        """One step's loss for a batch of images (prompts and tower features), and its samples' mean reward: the
+        policy gradient, plus `xe_weight` times the cross-entropy of `captions` (a `caption_batch` of the same
+        images) when the config gives one."""
         k = self.cfg.samples
         repeated = {name: value.repeat_interleave(k, 0) for name, value in batch.items()}
-        features = features.repeat_interleave(k, 0)
+        each = features.repeat_interleave(k, 0)
         self.model.eval()
-        sampled = self.generate(repeated, features, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+        sampled = self.generate(repeated, each, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
         rewards = sentence_bleu4(self.decode(sampled), [refs for refs in references for _ in range(k)])
         rewards = rewards.view(-1, k)
         advantage = (rewards - (rewards.sum(1, keepdim=True) - rewards) / (k - 1)).view(-1)
         self.model.train()
-        prompt = self.model.embed(repeated["input_ids"], repeated["image_mask"], features=features)
+        prompt = self.model.embed(repeated["input_ids"], repeated["image_mask"], features=each)
         answer = self.model.llama_model.get_input_embeddings()(sampled)
         mask = answer_mask(sampled, self.model.tokenizer.eos_token_id)
         attention = torch.cat([repeated["attention_mask"], mask], 1)
@@ -156,6 +171,8 @@ class SelfCritical:
         start = prompt.shape[1]
         log_probs = torch.log_softmax(logits[:, start - 1 : -1].float(), -1).gather(-1, sampled.unsqueeze(-1))
         loss = -(advantage.unsqueeze(1) * log_probs.squeeze(-1) * mask).sum() / mask.sum().clamp(min=1)
+        if self.cfg.xe_weight and captions is not None:
+            loss = loss + self.cfg.xe_weight * self.model(**captions, features=features).loss
         return loss, float(rewards.mean())
 
     def greedy_bleu4(self, data: CaptionedImages, batch_size: int = 32) -> float:
@@ -208,14 +225,16 @@ def train_self_critical(model, cfg: SelfCriticalConfig, out: Path, seed: int, pr
         for start in starts:
             chosen = order[start : start + cfg.batch_size].tolist()
             draws = torch.rand(len(chosen), generator=generator).tolist()
-            asked = zip(chosen, draws, strict=True)
-            questions = [train.questions[i][int(draw * len(train.questions[i]))] for i, draw in asked]
+            picked = [int(draw * len(train.questions[i])) for i, draw in zip(chosen, draws, strict=True)]
+            questions = [train.questions[i][j] for i, j in zip(chosen, picked, strict=True)]
+            answers = [train.answers[i][j] for i, j in zip(chosen, picked, strict=True)]
             views = augmented(train.pixels[chosen], VIEWS, generator)
             for row, i in enumerate(chosen):
                 if train.fixed[i]:
                     views[row] = train.pixels[i].float().div(255)
+            captions = caption_batch(model, questions, answers) if cfg.xe_weight else None
             loss, reward = learner.loss(prompt_batch(model, questions), learner.features(views),
-                                        [train.references[i] for i in chosen])  # fmt: skip
+                                        [train.references[i] for i in chosen], captions)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(learning, 1.0)
