@@ -6,6 +6,8 @@ then follows whichever opening it met most often, into details the image's annot
 decoder instead samples `samples` captions per image, each one is scored by sentence BLEU-4 (pycocoevalcap) against
 all of the image's references, and the log-probability of each sample is raised or lowered by how much better or
 worse it scored than the image's other samples (that mean is the baseline, as in Luo 2020: no greedy pass needed).
+With `xe_weight`, cross-entropy on the asked record's own caption is added: the reward alone lets the wording drift
+on images unlike the training set's, and that term holds it back at some cost in BLEU.
 
 The records are caption records (one image, one turn); an image's references are the answers of all its records,
 and each step asks one of its records' questions. The vision tower is frozen and sees the image flipped and
