@@ -55,6 +55,37 @@ def small_config(**changes) -> SkyEyeConfig:
     return dataclasses.replace(cfg, **changes).validate("test config")
 
 
+def small_conv_config(image_size: int = 32) -> SkyEyeConfig:
+    """`small_config` with a one-block conv tower of 8 px cells and 16 channels, and the bundled tokenizer."""
+    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
+    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", image_size, 8, 16
+    cfg.vision.depth = 1
+    return cfg.validate("test config")
+
+
+class PhaseRuns:
+    """Runs of a training phase whose every step calls `module.augmented` once: `runs(out, kill_at=N)` starts the
+    phase afresh (seed 0) with `start(out) -> (model, report)` and kills it with KeyboardInterrupt at its N-th step;
+    `calls` counts the steps of the last run. For the tests that a killed phase resumes where it stopped."""
+
+    def __init__(self, monkeypatch, module, start):
+        self.start, self.calls, self.kill_at = start, 0, None
+        real = module.augmented
+
+        def counted(*args):
+            self.calls += 1
+            if self.calls == self.kill_at:
+                raise KeyboardInterrupt("killed")
+            return real(*args)
+
+        monkeypatch.setattr(module, "augmented", counted)
+
+    def __call__(self, out: Path, kill_at: int | None = None):
+        self.calls, self.kill_at = 0, kill_at
+        torch.manual_seed(0)
+        return self.start(out)
+
+
 @pytest.fixture
 def small_model(tokenizer):
     from skyeye.model.skyeye import SkyEye

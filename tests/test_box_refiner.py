@@ -17,16 +17,9 @@ from skyeye.model.box_refiner import BoxRefiner
 from skyeye.train import box_refiner as phase
 from skyeye.train.config import BoxRefinerConfig, DataSpec, TrainConfig
 
-from conftest import small_config
+from conftest import PhaseRuns, small_conv_config
 
 SIDE = 64  # image side of the generated scenes
-
-
-def conv_config():
-    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
-    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 32, 8, 16
-    cfg.vision.depth = 1
-    return cfg.validate("test")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +60,7 @@ def test_a_stage_of_steps_0_trains_a_refiner_alone_and_saves_it_with_the_model(b
     from skyeye.train.loop import train
 
     model_yaml = tmp_path / "model.yaml"
-    conv_config().to_yaml(model_yaml)
+    small_conv_config().to_yaml(model_yaml)
     stage = refiner_stage(boxed_scenes, tmp_path, model_yaml)
     final = train(stage, progress=False)
 
@@ -105,27 +98,17 @@ def test_a_killed_refiner_phase_resumes_where_it_stopped(boxed_scenes, tmp_path,
 
     settings = BoxRefinerConfig(data=[DataSpec(records=str(boxed_scenes), root=str(boxed_scenes))], epochs=4,
                                 batch_size=8, lr=1e-2, eval_every=2, save_every=2)  # fmt: skip  # 2 steps/epoch
-    calls = {"n": 0}
-    real_augmented = phase.augmented
 
-    def counted(*args, kill_at=None):
-        calls["n"] += 1
-        if calls["n"] == kill_at:
-            raise KeyboardInterrupt("killed")
-        return real_augmented(*args)
-
-    def run(out: Path, kill_at=None):
-        torch.manual_seed(0)
-        model = SkyEye(conv_config(), tokenizer)
-        calls["n"] = 0
-        monkeypatch.setattr(phase, "augmented", lambda *args: counted(*args, kill_at=kill_at))
+    def start(out: Path):
+        model = SkyEye(small_conv_config(), tokenizer)
         return model, phase.train_box_refiner(model, settings, out, seed=0, progress=False)
 
+    run = PhaseRuns(monkeypatch, phase, start)
     straight, straight_report = run(tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed", kill_at=40)  # in epoch 3 (16 images an epoch), after the checkpoint of epoch 2
     resumed, resumed_report = run(tmp_path / "killed")
-    assert calls["n"] == 32, "the resumed phase did not start at epoch 3"
+    assert run.calls == 32, "the resumed phase did not start at epoch 3"
     assert resumed_report == straight_report
     expected = straight.box_refiner.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.box_refiner.state_dict().items())
@@ -152,7 +135,7 @@ class StandInRefiner(BoxRefiner):
     y 85..98); every other cell a weak guess at 0..10."""
 
     def __init__(self, objectness: float = 0.9):
-        cfg = conv_config()
+        cfg = small_conv_config()
         super().__init__(cfg.vision, ["thing", "harbors"])
         self.objectness = objectness
         self.seen = []  # the pixels it was given
@@ -218,7 +201,7 @@ def test_answers_carry_refined_boxes_unless_raw_boxes_are_asked_for(tokenizer):
             return forced
 
     torch.manual_seed(0)
-    model = SkyEye(conv_config(), tokenizer).eval()
+    model = SkyEye(small_conv_config(), tokenizer).eval()
     model.box_refiner = StandInRefiner()
     image = Image.new("RGB", (200, 100))
     written = "{<40><20><75><40>}"
@@ -254,12 +237,13 @@ def test_bad_refiner_inputs_are_one_line_errors_naming_the_record_or_file(boxed_
         writer.write("x-train", Record("g/0", "squares", "train", "grounding", ["imgs/0.png"], [SIDE, SIDE], [turn]))
     settings = BoxRefinerConfig(data=[DataSpec(records=str(unnamed), root=str(unnamed))], epochs=1)
     with pytest.raises(ConfigError, match=r"g/0: box_refiner needs answers of named boxes"):
-        phase.train_box_refiner(SkyEye(conv_config(), tokenizer), settings, tmp_path / "out", seed=0, progress=False)
+        model = SkyEye(small_conv_config(), tokenizer)
+        phase.train_box_refiner(model, settings, tmp_path / "out", seed=0, progress=False)
 
     done = tmp_path / "done"
     settings = BoxRefinerConfig(data=[DataSpec(records=str(boxed_scenes), root=str(boxed_scenes))], epochs=1,
                                 batch_size=8)  # fmt: skip
-    phase.train_box_refiner(SkyEye(conv_config(), tokenizer), settings, done, seed=0, progress=False)
+    phase.train_box_refiner(SkyEye(small_conv_config(), tokenizer), settings, done, seed=0, progress=False)
     (done / phase.REPORT_FILE).write_text("{not json")
     with pytest.raises(ConfigError, match=rf"{done / phase.REPORT_FILE}: unreadable box refiner report"):
-        phase.load_trained_refiner(SkyEye(conv_config(), tokenizer), done)
+        phase.load_trained_refiner(SkyEye(small_conv_config(), tokenizer), done)

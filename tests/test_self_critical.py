@@ -16,17 +16,10 @@ from skyeye.settings import ConfigError
 from skyeye.train import self_critical as phase
 from skyeye.train.config import DataSpec, SelfCriticalConfig, TrainConfig
 
-from conftest import small_config
+from conftest import PhaseRuns, small_conv_config
 
 SIDE = 32
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
-
-
-def conv_config():
-    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
-    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 32, 8, 16
-    cfg.vision.depth = 1
-    return cfg.validate("test")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +68,7 @@ def test_a_step_raises_the_probability_of_the_sample_that_scored_best(tokenizer)
     from skyeye.model.skyeye import SkyEye
 
     torch.manual_seed(0)
-    model = SkyEye(conv_config(), tokenizer)
+    model = SkyEye(small_conv_config(), tokenizer)
     model.set_trainable(["alignment", "lora"])
     learner = phase.SelfCritical(model, settings(Path("."), samples=4, max_new_tokens=8, lr=1e-2))
     batch = phase.prompt_batch(model, ["[caption] Briefly describe this image."])
@@ -103,7 +96,7 @@ def test_a_stage_of_steps_0_tunes_the_decoder_and_keeps_the_tower(captioned, tmp
     from skyeye.train.loop import train
 
     model_yaml = tmp_path / "model.yaml"
-    conv_config().to_yaml(model_yaml)
+    small_conv_config().to_yaml(model_yaml)
     raw = {"data": [{"records": str(captioned), "root": str(captioned)}], "epochs": 2, "batch_size": 3,
            "samples": 3, "lr": 1e-3, "max_new_tokens": 6}  # fmt: skip
     stage = TrainConfig.from_dict({"model": str(model_yaml), "out": str(tmp_path / "run"), "steps": 0,
@@ -132,27 +125,17 @@ def test_a_killed_self_critical_phase_resumes_where_it_stopped(captioned, tmp_pa
     from skyeye.model.skyeye import SkyEye
 
     cfg = settings(captioned, epochs=3)  # 3 steps an epoch, a checkpoint after each
-    calls = {"n": 0}
-    real_augmented = phase.augmented
 
-    def counted(*args, kill_at=None):
-        calls["n"] += 1
-        if calls["n"] == kill_at:
-            raise KeyboardInterrupt("killed")
-        return real_augmented(*args)
-
-    def run(out: Path, kill_at=None):
-        torch.manual_seed(0)
-        model = SkyEye(conv_config(), tokenizer)
-        calls["n"] = 0
-        monkeypatch.setattr(phase, "augmented", lambda *args: counted(*args, kill_at=kill_at))
+    def start(out: Path):
+        model = SkyEye(small_conv_config(), tokenizer)
         return model, phase.train_self_critical(model, cfg, out, seed=0, progress=False)
 
+    run = PhaseRuns(monkeypatch, phase, start)
     straight, straight_report = run(tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed", kill_at=8)  # in epoch 3, after the checkpoint of epoch 2
     resumed, resumed_report = run(tmp_path / "killed")
-    assert calls["n"] == 3, "the resumed phase did not start at epoch 3"
+    assert run.calls == 3, "the resumed phase did not start at epoch 3"
     assert resumed_report == straight_report
     expected = straight.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
@@ -167,7 +150,7 @@ def test_records_that_are_not_single_captions_are_refused_by_name(tmp_path, toke
     turns = [{"user": "[caption] Describe it.", "assistant": "a field ."}, {"user": "And?", "assistant": "grass ."}]
     with ShardWriter(tmp_path) as writer:
         writer.write("x-train", Record("chat-7", "fields", "train", "caption", ["imgs/0.png"], [SIDE, SIDE], turns))
-    model = SkyEye(conv_config(), tokenizer)
+    model = SkyEye(small_conv_config(), tokenizer)
     with pytest.raises(ConfigError, match="chat-7: self_critical needs caption records of one image and one turn"):
         phase.train_self_critical(model, settings(tmp_path), tmp_path / "out", seed=0, progress=False)
 
@@ -192,7 +175,7 @@ def test_xe_weight_adds_the_cross_entropy_of_the_asked_captions(tokenizer):
     from skyeye.model.skyeye import SkyEye
 
     torch.manual_seed(0)
-    model = SkyEye(conv_config(), tokenizer)
+    model = SkyEye(small_conv_config(), tokenizer)
     model.set_trainable(["alignment", "lora"])
     questions = ["[caption] Briefly describe this image.", "[caption] Describe this image in one sentence."]
     answers = ["a red field .", "this is a blue field ."]

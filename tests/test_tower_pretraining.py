@@ -15,7 +15,7 @@ from skyeye.train.config import AugmentConfig, TrainConfig
 from skyeye.train.loop import Trainer
 from skyeye.train.tower import augmented
 
-from conftest import small_config
+from conftest import PhaseRuns, small_conv_config
 
 COLOURS = {"red farmland": (200, 40, 40), "blue lake": (40, 40, 200)}
 
@@ -41,10 +41,7 @@ def scenes(tmp_path_factory):
 
 def test_tower_learns_the_answers_then_hands_over_to_instruction_tuning(scenes, tmp_path):
     model_yaml = tmp_path / "model.yaml"
-    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
-    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 32, 8, 16
-    cfg.vision.depth = 1
-    cfg.to_yaml(model_yaml)
+    small_conv_config().to_yaml(model_yaml)
     spec = {"records": str(scenes), "root": str(scenes)}
     train_cfg = TrainConfig.from_dict({
         "model": str(model_yaml), "out": str(tmp_path / "run"), "steps": 2, "batch_size": 4,
@@ -70,32 +67,19 @@ def test_a_killed_tower_phase_resumes_where_it_stopped(scenes, tmp_path, tokeniz
     from skyeye.train import tower
     from skyeye.train.config import DataSpec, TowerConfig
 
-    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
-    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 32, 8, 16
-    cfg.vision.depth = 1
     spec = DataSpec(records=str(scenes), root=str(scenes), sources=["scene"])
     phase = TowerConfig(data=[spec], epochs=4, batch_size=4, lr=1e-2, eval_every=2, save_every=2)  # 5 steps/epoch
-    calls = {"n": 0}
-    real_augmented = tower.augmented
 
-    def counted(*args, kill_at=None):
-        calls["n"] += 1
-        if calls["n"] == kill_at:
-            raise KeyboardInterrupt("killed")
-        return real_augmented(*args)
-
-    def run(out: Path, kill_at=None):
-        torch.manual_seed(0)
-        model = SkyEye(cfg, tokenizer)
-        calls["n"] = 0
-        monkeypatch.setattr(tower, "augmented", lambda *args: counted(*args, kill_at=kill_at))
+    def start(out: Path):
+        model = SkyEye(small_conv_config(), tokenizer)
         return model, tower.pretrain_tower(model, phase, out, seed=0, progress=False)
 
+    run = PhaseRuns(monkeypatch, tower, start)
     straight, straight_report = run(tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed", kill_at=13)  # in epoch 3, after the checkpoint of epoch 2
     resumed, resumed_report = run(tmp_path / "killed")
-    assert calls["n"] == 10, "the resumed phase did not start at epoch 3"
+    assert run.calls == 10, "the resumed phase did not start at epoch 3"
     assert resumed_report == straight_report
     expected = straight.visual_encoder.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.visual_encoder.state_dict().items())
@@ -126,10 +110,7 @@ def test_a_conv_tower_can_learn_at_a_smaller_size_than_it_answers_at(scenes, tmp
     from skyeye.train import tower
 
     model_yaml = tmp_path / "model.yaml"
-    cfg = small_config(tokenizer="bundled:tokenizer-tiny")
-    cfg.vision.kind, cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width = "conv", 64, 8, 16
-    cfg.vision.depth = 1
-    cfg.to_yaml(model_yaml)
+    small_conv_config(image_size=64).to_yaml(model_yaml)
     seen = []
     real = tower.augmented
     monkeypatch.setattr(tower, "augmented", lambda batch, *a: seen.append(batch.shape[-1]) or real(batch, *a))
