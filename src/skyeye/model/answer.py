@@ -188,7 +188,7 @@ def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str
                 pixels = model.cfg.vision.to_pixels([frames[0].image]).to(model.device)
             text = model.box_refiner.refine(text, pixels, conversation.turns[-1].user)
         first_frame += len(frames)
-        new_tokens = _generated_length(output[row], tokenizer.eos_token_id)
+        new_tokens = int(generated_mask(output[row], tokenizer.eos_token_id).sum())
         # The frame of the boxes is the full image, also when the caller passed it already resized for the model.
         width, height = prepared.frames[row][0].original_size
         conversation.answer(text)
@@ -209,10 +209,11 @@ def _answers(model, prepared: _Prepared, output: torch.Tensor, timings: dict[str
     return answers
 
 
-def _generated_length(tokens: torch.Tensor, eos_id: int) -> int:
-    """Tokens up to and including the first end token; the rest of the row is batch padding."""
-    ends = (tokens == eos_id).nonzero()
-    return int(ends[0]) + 1 if len(ends) else len(tokens)
+def generated_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 for each generated token of a row [N, T] up to and including its first end token, 0 for the batch padding
+    after it."""
+    ends = (tokens == eos_id).long()
+    return ((ends.cumsum(-1) - ends) == 0).long()
 
 
 class ConversationCache:

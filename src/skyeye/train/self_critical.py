@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from skyeye.images import load_image
+from skyeye.model.answer import generated_mask
 from skyeye.model.inputs import collate, encode
 from skyeye.model.skyeye import parameter_part
 from skyeye.prompts import TRAINING_STYLE, Conversation
@@ -45,10 +47,14 @@ VIEWS = AugmentConfig(flip=True, rotate=True)
 @dataclass
 class CaptionedImages:
     pixels: torch.Tensor  # uint8 [N, 3, S, S]
-    references: list[list[str]]  # per image, its captions as words (see `words`)
     questions: list[list[str]]  # per image, the questions its records ask
     answers: list[list[str]]  # per image, its records' captions as written, in the order of `questions`
     fixed: list[bool]  # per image: a reference names a side, so the image is never flipped or turned
+
+    @cached_property
+    def references(self) -> list[list[str]]:
+        """Per image, its captions as words (see `words`): what BLEU compares with."""
+        return [[words(answer) for answer in answers] for answers in self.answers]
 
 
 def words(text: str) -> str:
@@ -60,14 +66,13 @@ def words(text: str) -> str:
 def captioned_images(index: RecordIndex, size: int, progress: bool, what: str) -> CaptionedImages:
     from tqdm import tqdm
 
-    by_image: dict[Path, tuple[list, list, list]] = {}
+    by_image: dict[Path, tuple[list, list, list]] = {}  # questions, answers, records
     for number in range(len(index)):
         record, root = index.record(number)
         if len(record.images) != 1 or len(record.turns) != 1:
             raise ConfigError(f"{record.id}: self_critical needs caption records of one image and one turn, "
                               f"not {len(record.images)} images and {len(record.turns)} turns")  # fmt: skip
-        references, questions, answers, records = by_image.setdefault(root / record.images[0], ([], [], [], []))
-        references.append(words(record.turns[0]["assistant"]))
+        questions, answers, records = by_image.setdefault(root / record.images[0], ([], [], []))
         questions.append(record.turns[0]["user"])
         answers.append(record.turns[0]["assistant"])
         records.append(record)
@@ -76,52 +81,39 @@ def captioned_images(index: RecordIndex, size: int, progress: bool, what: str) -
         image = load_image(path).image.resize((size, size), resample=3)  # bicubic, as the model's own resize
         pixels.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
     groups = list(by_image.values())
-    return CaptionedImages(torch.stack(pixels), [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups],
-                           [any(has_direction_words(r) for r in g[3]) for g in groups])  # fmt: skip
+    return CaptionedImages(torch.stack(pixels), [g[0] for g in groups], [g[1] for g in groups],
+                           [any(has_direction_words(r) for r in g[2]) for g in groups])  # fmt: skip
 
 
-def sentence_bleu4(hypotheses: list[str], references: list[list[str]]) -> torch.Tensor:
+def bleu4(hypotheses: list[str], references: list[list[str]]) -> tuple[float, torch.Tensor]:
+    """pycocoevalcap's BLEU-4 of the hypotheses over all of them, and each one's own."""
     from pycocoevalcap.bleu.bleu import Bleu
 
     # An empty hypothesis scores 0; pycocoevalcap refuses one.
     hyps = {i: [h or "<empty>"] for i, h in enumerate(hypotheses)}
-    _, per_item = Bleu(4).compute_score(dict(enumerate(references)), hyps, verbose=0)
-    return torch.tensor(per_item[3], dtype=torch.float32)
+    corpus, per_item = Bleu(4).compute_score(dict(enumerate(references)), hyps, verbose=0)
+    return float(corpus[3]), torch.tensor(per_item[3], dtype=torch.float32)
 
 
-def corpus_bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
-    from pycocoevalcap.bleu.bleu import Bleu
-
-    hyps = {i: [h or "<empty>"] for i, h in enumerate(hypotheses)}
-    scores, _ = Bleu(4).compute_score(dict(enumerate(references)), hyps, verbose=0)
-    return float(scores[3])
+def encoded_batch(model, conversations: list[Conversation], style: str, padding: str) -> dict[str, torch.Tensor]:
+    encoded = [
+        encode(c.segments(style), model.tokenizer, model.cfg.visual_tokens_per_image,
+               max_answer_tokens=model.cfg.max_txt_len, max_length=model.cfg.max_context_len)
+        for c in conversations
+    ]  # fmt: skip
+    return collate(encoded, model.tokenizer.pad_token_id, padding)
 
 
 def prompt_batch(model, questions: list[str]) -> dict[str, torch.Tensor]:
     """The questions as left-padded prompts, as the model is asked at inference."""
-    encoded = [
-        encode(Conversation(num_images=1).ask(question).segments(model.cfg.prompt_style), model.tokenizer,
-               model.cfg.visual_tokens_per_image, max_length=model.cfg.max_context_len)
-        for question in questions
-    ]  # fmt: skip
-    return collate(encoded, model.tokenizer.pad_token_id, "left")
+    conversations = [Conversation(num_images=1).ask(question) for question in questions]
+    return encoded_batch(model, conversations, model.cfg.prompt_style, "left")
 
 
 def caption_batch(model, questions: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
     """The questions with their captions as answers, encoded as instruction tuning encodes them (labels included)."""
     conversations = [Conversation(num_images=1).ask(q).answer(a) for q, a in zip(questions, answers, strict=True)]
-    encoded = [
-        encode(c.segments(TRAINING_STYLE), model.tokenizer, model.cfg.visual_tokens_per_image,
-               max_answer_tokens=model.cfg.max_txt_len, max_length=model.cfg.max_context_len)
-        for c in conversations
-    ]  # fmt: skip
-    return collate(encoded, model.tokenizer.pad_token_id, "right")
-
-
-def answer_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """1 for each generated token up to and including the first end token, 0 for the padding after it."""
-    ends = (tokens == eos_id).long()
-    return ((ends.cumsum(1) - ends) == 0).long()
+    return encoded_batch(model, conversations, TRAINING_STYLE, "right")
 
 
 class SelfCritical:
@@ -145,9 +137,23 @@ class SelfCritical:
             )  # fmt: skip
 
     def decode(self, tokens: torch.Tensor) -> list[str]:
-        masks = answer_mask(tokens, self.model.tokenizer.eos_token_id).bool()
+        masks = generated_mask(tokens, self.model.tokenizer.eos_token_id).bool()
         return [words(self.model.tokenizer.decode(row[mask], skip_special_tokens=True)) for row, mask in
                 zip(tokens, masks, strict=True)]  # fmt: skip
+
+    def log_probs(self, batch: dict, features: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each generated token's log-probability after its prompt (`batch`, left-padded, and its images' features),
+        and the mask of the tokens up to each row's end token."""
+        prompt = self.model.embed(batch["input_ids"], batch["image_mask"], features=features)
+        answer = self.model.llama_model.get_input_embeddings()(tokens)
+        mask = generated_mask(tokens, self.model.tokenizer.eos_token_id)
+        attention = torch.cat([batch["attention_mask"], mask], 1)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)  # left-padded prompts: count only real tokens
+        logits = self.model.llama_model(inputs_embeds=torch.cat([prompt, answer], 1), attention_mask=attention,
+                                        position_ids=positions).logits  # fmt: skip
+        start = prompt.shape[1]
+        chosen = torch.log_softmax(logits[:, start - 1 : -1].float(), -1).gather(-1, tokens.unsqueeze(-1))
+        return chosen.squeeze(-1), mask
 
     def loss(self, batch: dict, features: torch.Tensor, references: list[list[str]],
              captions: dict | None = None) -> tuple[torch.Tensor, float]:  # fmt: skip
@@ -159,20 +165,12 @@ class SelfCritical:
         each = features.repeat_interleave(k, 0)
         self.model.eval()
         sampled = self.generate(repeated, each, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
-        rewards = sentence_bleu4(self.decode(sampled), [refs for refs in references for _ in range(k)])
+        _, rewards = bleu4(self.decode(sampled), [refs for refs in references for _ in range(k)])
         rewards = rewards.view(-1, k)
         advantage = (rewards - (rewards.sum(1, keepdim=True) - rewards) / (k - 1)).view(-1)
         self.model.train()
-        prompt = self.model.embed(repeated["input_ids"], repeated["image_mask"], features=each)
-        answer = self.model.llama_model.get_input_embeddings()(sampled)
-        mask = answer_mask(sampled, self.model.tokenizer.eos_token_id)
-        attention = torch.cat([repeated["attention_mask"], mask], 1)
-        positions = (attention.cumsum(1) - 1).clamp(min=0)  # left-padded prompts: count only real tokens
-        logits = self.model.llama_model(inputs_embeds=torch.cat([prompt, answer], 1), attention_mask=attention,
-                                        position_ids=positions).logits  # fmt: skip
-        start = prompt.shape[1]
-        log_probs = torch.log_softmax(logits[:, start - 1 : -1].float(), -1).gather(-1, sampled.unsqueeze(-1))
-        loss = -(advantage.unsqueeze(1) * log_probs.squeeze(-1) * mask).sum() / mask.sum().clamp(min=1)
+        log_probs, mask = self.log_probs(repeated, each, sampled)
+        loss = -(advantage.unsqueeze(1) * log_probs * mask).sum() / mask.sum().clamp(min=1)
         if self.cfg.xe_weight and captions is not None:
             loss = loss + self.cfg.xe_weight * self.model(**captions, features=features).loss
         return loss, float(rewards.mean())
@@ -185,7 +183,7 @@ class SelfCritical:
             batch = prompt_batch(self.model, [data.questions[i][0] for i in chosen])
             features = self.features(data.pixels[start : chosen.stop].float().div(255))
             hypotheses += self.decode(self.generate(batch, features, do_sample=False, num_beams=1))
-        return corpus_bleu4(hypotheses, data.references)
+        return bleu4(hypotheses, data.references)[0]
 
 
 def train_self_critical(model, cfg: SelfCriticalConfig, out: Path, seed: int, progress: bool = True) -> dict:
