@@ -55,6 +55,18 @@ def test_a_frozen_tower_keeps_its_batch_norm_statistics_in_training_mode(tokeniz
     assert not torch.equal(before["stem.1.running_mean"], model.visual_encoder.stem[1].running_mean)
 
 
+def test_freezing_the_tower_of_a_model_in_training_mode_puts_it_in_eval_mode_at_once(tokenizer):
+    model = _model(tokenizer)
+    model.set_trainable(["vision", "alignment", "llm"])
+    model.train()
+    assert model.visual_encoder.training
+    model.set_trainable(["alignment", "llm"])  # no train() after it
+    before = {k: v.clone() for k, v in model.visual_encoder.state_dict().items()}
+    model.encode_images(torch.randn(4, 3, 32, 32) * 3 + 1)
+    assert not model.visual_encoder.training and model.llama_model.training
+    assert all(torch.equal(before[k], v) for k, v in model.visual_encoder.state_dict().items())
+
+
 def test_conv_model_round_trips_through_a_checkpoint_with_its_statistics(tokenizer, tmp_path):
     from skyeye.model.loading import load_model
 

@@ -141,7 +141,8 @@ class SkyEye(nn.Module):
         inject_adapter_in_model(config, self, low_cpu_mem_usage=self.llama_proj.weight.is_meta)
 
     def set_trainable(self, parts: Sequence[str]) -> None:
-        """Which parts learn: any of vision, alignment, llm, lora; everything else is frozen.
+        """Which parts learn: any of vision, alignment, llm, lora; everything else is frozen, and a frozen tower is
+        put in eval mode at once (see `train`).
 
         Learning parameters are kept in float32 whatever dtype the frozen base uses, as MiniGPT-v2 does: in
         half precision an optimizer step smaller than the weight's rounding step is lost.
@@ -150,6 +151,7 @@ class SkyEye(nn.Module):
             param.requires_grad = parameter_part(name) in parts
             if param.requires_grad and param.dtype != torch.float32:
                 param.data = param.data.float()
+        self._frozen_in_eval()
 
     def to_dtype(self, dtype: torch.dtype) -> SkyEye:
         """Frozen parameters and buffers in `dtype`; learning parameters stay float32 (see set_trainable)."""
@@ -219,11 +221,14 @@ class SkyEye(nn.Module):
             raise ValueError(f"model {self.cfg.name}: its LoRA is merged for inference and cannot train; "
                              "load it without merge_lora")  # fmt: skip
         super().train(mode)
+        self._frozen_in_eval()
+        return self
+
+    def _frozen_in_eval(self) -> None:
         if not any(p.requires_grad for p in self.visual_encoder.parameters()):
             self.visual_encoder.eval()
         if self.box_refiner is not None:  # trained only on its own (train/box_refiner.py)
             self.box_refiner.eval()
-        return self
 
     @property
     def device(self) -> torch.device:

@@ -204,8 +204,7 @@ def train_self_critical(model, cfg: SelfCriticalConfig, out: Path, seed: int, pr
         f"learning {', '.join(parts)}" + (f"; {len(val.references):,} val images" if val else ""))  # fmt: skip
 
     torch.manual_seed(seed)
-    model.set_trainable(parts)
-    model.train()  # a frozen tower stays in eval mode: its batch norms keep their statistics
+    model.set_trainable(parts)  # the tower, frozen, goes to eval mode: its batch norms keep their statistics
     learner = SelfCritical(model, cfg)
     learning = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(learning, lr=cfg.lr, weight_decay=0.0)
